@@ -1,0 +1,322 @@
+"""PhaseShift as optax transformations: ``phase_shift`` and ``with_phase_shift``.
+
+The contract is ``shared/spec/phase-shift.md``; the original is Walter's
+``PhaseShiftOptimizer`` (a ``torch.optim.Optimizer``).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from phaseshift_jax import selection as selection_lib
+
+_NOT_A_LEAF = (type(None),)
+
+
+class PhaseShiftState(NamedTuple):
+  """State of the PhaseShift kick.
+
+  Attributes:
+    count: number of steps taken, ``int32`` scalar.
+    prev_grads: the gradients of the previous step (zeros before the first), with
+      the structure and dtypes of the params.
+    shifted_leaf: index of the leaf kicked in the last step, in the flattening
+      order of ``prev_grads`` (``jax.tree.leaves``), or ``-1``; ``int32``.
+    shifted_element: with ``granularity="element"``, the flat index of the kicked
+      element inside that leaf; otherwise (or when nothing was kicked) ``-1``.
+    shift_change: the gradient change ``max|g - h|`` of the kicked leaf (0 when
+      none), in the common dtype of the params.
+  """
+
+  count: jax.Array
+  prev_grads: optax.Updates
+  shifted_leaf: jax.Array
+  shifted_element: jax.Array
+  shift_change: jax.Array
+
+
+class WithPhaseShiftState(NamedTuple):
+  """State of :func:`with_phase_shift`: the inner optimizer's and the kick's."""
+
+  inner_state: optax.OptState
+  phase_shift: PhaseShiftState
+
+
+def _is_concrete(value: Any) -> bool:
+  return not isinstance(value, jax.core.Tracer) and not callable(value)
+
+
+def _check_hyperparameter(name: str, value: Any, *, non_negative: bool) -> None:
+  """Raises a ValueError naming ``name`` for a bad concrete value; tracers pass."""
+  if not _is_concrete(value):
+    return
+  if isinstance(value, (str, bytes)) or not (
+      isinstance(value, numbers.Number) or hasattr(value, "dtype")
+  ):
+    raise TypeError(f"{name} must be a number, got {value!r}")
+  array = np.asarray(value)
+  if array.shape != ():
+    return  # a batch of hyperparameters (e.g. under jax.vmap): checked per call.
+  if np.isnan(array):
+    raise ValueError(f"{name} must not be NaN")
+  if non_negative and array < 0:
+    raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+  if value not in choices:
+    raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def _flatten(tree: Any) -> tuple[list[Any], Any]:
+  return jax.tree.flatten(tree, is_leaf=lambda x: x is None)
+
+
+def _common_dtype(leaves: list[Any]) -> jnp.dtype:
+  dtypes = [jnp.asarray(leaf).dtype for leaf in leaves if leaf is not None]
+  return jnp.result_type(*dtypes) if dtypes else jnp.dtype(jnp.float32)
+
+
+def _init_state(params: optax.Params) -> PhaseShiftState:
+  leaves, _ = _flatten(params)
+  return PhaseShiftState(
+      count=jnp.zeros([], jnp.int32),
+      prev_grads=jax.tree.map(jnp.zeros_like, params),
+      shifted_leaf=jnp.asarray(-1, jnp.int32),
+      shifted_element=jnp.asarray(-1, jnp.int32),
+      shift_change=jnp.zeros([], _common_dtype(leaves)),
+  )
+
+
+def _kick_step(
+    grads: optax.Updates,
+    state: PhaseShiftState,
+    threshold: jax.typing.ArrayLike,
+    shift_boundary: jax.typing.ArrayLike,
+    min_gradient_magnitude: jax.typing.ArrayLike,
+    selection: str,
+    granularity: str,
+    name: str,
+) -> tuple[list[Any], Any, PhaseShiftState]:
+  """The kick for every leaf (None where the gradient is None) and the next state."""
+  grad_leaves, treedef = _flatten(grads)
+  prev_leaves, prev_treedef = _flatten(state.prev_grads)
+  if treedef != prev_treedef:
+    raise ValueError(
+        f"{name}: the gradient tree's structure differs from the structure the "
+        "optimizer state was initialised with (did the params change shape or "
+        f"nesting since init?).\n  gradients: {treedef}\n  state:     {prev_treedef}"
+    )
+  # Leaves that carry a gradient, as positions in the state's leaf order
+  # (jax.tree.leaves(prev_grads), which skips None).
+  positions, live = [], []
+  position = 0
+  for grad, prev in zip(grad_leaves, prev_leaves):
+    if prev is None:
+      continue
+    if grad is not None:
+      positions.append(position)
+      live.append((grad, prev))
+    position += 1
+
+  dtype = state.shift_change.dtype
+  per_element = granularity == "element"
+  if per_element:
+    pairs = [selection_lib.leaf_change_and_argmax(g, h) for g, h in live]
+    changes = [c for c, _ in pairs]
+    elements = [e for _, e in pairs]
+  else:
+    changes = [selection_lib.leaf_change(g, h) for g, h in live]
+  change_vector = jnp.stack([c.astype(dtype) for c in changes]) if live else (
+      jnp.zeros((0,), dtype))
+  picked, change = selection_lib.select_leaf(
+      change_vector, min_gradient_magnitude, selection)  # index into `live`
+  if live:
+    shifted_leaf = jnp.where(
+        picked >= 0, jnp.asarray(positions, jnp.int32)[jnp.maximum(picked, 0)], -1)
+  else:
+    shifted_leaf = picked
+  if per_element and live:
+    shifted_element = jnp.where(
+        picked >= 0, jnp.stack(elements)[jnp.maximum(picked, 0)], -1)
+  else:
+    shifted_element = jnp.asarray(-1, jnp.int32)
+
+  kicks: list[Any] = []
+  live_index = 0
+  for grad, prev in zip(grad_leaves, prev_leaves):
+    if grad is None or prev is None:
+      kicks.append(None)
+      continue
+    size = jnp.clip(jnp.asarray(threshold, grad.dtype),
+                    -jnp.asarray(shift_boundary, grad.dtype),
+                    jnp.asarray(shift_boundary, grad.dtype))
+    hit = picked == live_index
+    if per_element:
+      flat_index = jnp.arange(grad.size, dtype=jnp.int32).reshape(grad.shape)
+      hit = hit & (flat_index == elements[live_index])
+    kicks.append(jnp.where(hit, jnp.sign(grad) * size, jnp.zeros((), grad.dtype)))
+    live_index += 1
+
+  new_prev = treedef.unflatten([
+      prev if grad is None else grad.astype(prev.dtype) if prev is not None else None
+      for grad, prev in zip(grad_leaves, prev_leaves)])
+  new_state = PhaseShiftState(
+      count=optax.safe_increment(state.count),
+      prev_grads=new_prev,
+      shifted_leaf=shifted_leaf.astype(jnp.int32),
+      shifted_element=shifted_element.astype(jnp.int32),
+      shift_change=change.astype(dtype),
+  )
+  return kicks, treedef, new_state
+
+
+def _validate(threshold, shift_boundary, min_gradient_magnitude, selection,
+              granularity) -> None:
+  _check_hyperparameter("threshold", threshold, non_negative=False)
+  _check_hyperparameter("shift_boundary", shift_boundary, non_negative=True)
+  _check_hyperparameter("min_gradient_magnitude", min_gradient_magnitude,
+                        non_negative=True)
+  _check_choice("selection", selection, selection_lib.SELECTIONS)
+  _check_choice("granularity", granularity, selection_lib.GRANULARITIES)
+
+
+def phase_shift(
+    learning_rate: optax.ScalarOrSchedule,
+    threshold: jax.typing.ArrayLike,
+    shift_boundary: jax.typing.ArrayLike,
+    min_gradient_magnitude: jax.typing.ArrayLike,
+    *,
+    selection: selection_lib.Selection = "argmax",
+    granularity: selection_lib.Granularity = "tensor",
+) -> optax.GradientTransformationExtraArgs:
+  r"""The PhaseShift optimizer: gradient descent plus a kick on the leaf whose gradient changed most.
+
+  With leaves :math:`p_i`, gradients :math:`g_i` and the previous step's gradients
+  :math:`h_i` (zeros at the first step):
+
+  .. math::
+
+    c_i &= \max_e |g_{i,e} - h_{i,e}| \\
+    k &= \text{select}(c_1, \dots, c_n) \quad (\text{at most one leaf}) \\
+    u_i &= -\eta\, g_i + [i = k]\; \mathrm{sign}(g_k)\,
+           \mathrm{clip}(\tau, -b, b) \\
+    h_i &\leftarrow g_i
+
+  with :math:`\eta` the learning rate, :math:`\tau` the threshold and :math:`b`
+  the shift boundary. The kick is not scaled by the learning rate and points
+  along :math:`+g` (uphill), as in the original. ``selection="argmax"`` picks the
+  first leaf with the largest :math:`c_i` if :math:`c_k > \max(0, m)`
+  (:math:`m` = ``min_gradient_magnitude``); ``selection="last"`` reproduces the
+  original code, which can only pick the last leaf (see
+  :func:`phaseshift_jax.selection.select_leaf`). ``granularity="element"`` kicks
+  only the element of leaf :math:`k` where :math:`|g - h|` is largest.
+
+  Differences from the torch original, by design: the original updates
+  parameters in place (``p -= lr*g`` then ``p += kick``), this returns the update
+  ``-lr*g + kick`` for ``optax.apply_updates``, which rounds once instead of twice
+  on the kicked leaf (a difference of one ulp); the original returns the
+  per-leaf changes from ``step()``, this keeps the kicked leaf and its change in
+  the state. The original takes the loss-term parameters too and never uses
+  them; see :func:`phaseshift_jax.phase_shift_loss` for that term.
+
+  Leaves whose gradient is ``None`` (``optax.masked`` and the like) get no update,
+  keep their history and are never picked.
+
+  Args:
+    learning_rate: step size :math:`\eta` (``lr`` in torch), or an optax schedule
+      of the step count.
+    threshold: size :math:`\tau` of the kick.
+    shift_boundary: the kick is clipped to :math:`[-b, b]`; must be >= 0.
+    min_gradient_magnitude: a leaf is picked only if its change is strictly larger;
+      must be >= 0.
+    selection: ``"argmax"`` (default, the evident intent) or ``"last"`` (the
+      original code, literally).
+    granularity: ``"tensor"`` (default, as the original: the whole leaf) or
+      ``"element"`` (the single element with the largest change).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` with state :class:`PhaseShiftState`.
+
+  References:
+    ``shared/spec/phase-shift.md``; Walter's Phase Shift Optimizer (blog post).
+  """
+  if not callable(learning_rate):
+    _check_hyperparameter("learning_rate", learning_rate, non_negative=True)
+  _validate(threshold, shift_boundary, min_gradient_magnitude, selection,
+            granularity)
+
+  def init_fn(params):
+    return _init_state(params)
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del params, extra_args
+    lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
+    kicks, treedef, new_state = _kick_step(
+        updates, state, threshold, shift_boundary, min_gradient_magnitude,
+        selection, granularity, "phase_shift")
+    grad_leaves, _ = _flatten(updates)
+    new_updates = treedef.unflatten([
+        None if kick is None else (-lr * grad + kick).astype(grad.dtype)
+        for grad, kick in zip(grad_leaves, kicks)])
+    return new_updates, new_state
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def with_phase_shift(
+    inner: optax.GradientTransformation,
+    threshold: jax.typing.ArrayLike,
+    shift_boundary: jax.typing.ArrayLike,
+    min_gradient_magnitude: jax.typing.ArrayLike,
+    *,
+    selection: selection_lib.Selection = "argmax",
+    granularity: selection_lib.Granularity = "tensor",
+) -> optax.GradientTransformationExtraArgs:
+  r"""Adds the PhaseShift kick to the updates of any optax optimizer.
+
+  .. math::
+
+    u_i = \mathrm{inner}(g)_i + [i = k]\; \mathrm{sign}(g_k)\, \mathrm{clip}(\tau, -b, b)
+
+  where the selection of :math:`k` and the kick are computed from the raw
+  gradients ``g`` passed to ``update`` (not from the inner optimizer's output),
+  exactly as in :func:`phase_shift`. So ``phase_shift(lr, ...)`` gives the same
+  updates as ``with_phase_shift(optax.sgd(lr), ...)``, and PhaseShift-Adam is
+  ``with_phase_shift(optax.adam(lr), ...)``. Extra arguments to ``update`` (such as
+  ``value`` for line searches) are passed on to ``inner``.
+
+  Args:
+    inner: the optimizer whose updates get the kick.
+    threshold, shift_boundary, min_gradient_magnitude, selection, granularity:
+      as in :func:`phase_shift`.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs`` with state :class:`WithPhaseShiftState`.
+  """
+  _validate(threshold, shift_boundary, min_gradient_magnitude, selection,
+            granularity)
+  inner = optax.with_extra_args_support(inner)
+
+  def init_fn(params):
+    return WithPhaseShiftState(inner.init(params), _init_state(params))
+
+  def update_fn(updates, state, params=None, **extra_args):
+    inner_updates, inner_state = inner.update(
+        updates, state.inner_state, params, **extra_args)
+    kicks, treedef, kick_state = _kick_step(
+        updates, state.phase_shift, threshold, shift_boundary,
+        min_gradient_magnitude, selection, granularity, "with_phase_shift")
+    inner_leaves = treedef.flatten_up_to(inner_updates)
+    new_updates = treedef.unflatten([
+        update if kick is None else (update + kick).astype(update.dtype)
+        for update, kick in zip(inner_leaves, kicks)])
+    return new_updates, WithPhaseShiftState(inner_state, kick_state)
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
