@@ -10,9 +10,14 @@ import numpy as np
 from phaseshift_jax.phase_shift import PhaseShiftState
 
 
+def _is_boxed(value: Any) -> bool:
+  """True for ``nnx.Variable``-like boxes (a ``value`` property on the class)."""
+  return isinstance(getattr(type(value), "value", None), property)
+
+
 def _unwrap(value: Any) -> Any:
-  """The array inside an ``nnx.Variable``-like box (``.value``), else the value."""
-  return getattr(value, "value", value)
+  """The array inside an ``nnx.Variable``-like box, else the value itself."""
+  return value.value if _is_boxed(value) else value
 
 
 def find_phase_shift_state(opt_state: Any) -> PhaseShiftState:
@@ -38,9 +43,10 @@ def leaf_paths(tree: Any) -> list[str]:
   """The ``/``-separated path of every leaf of ``tree``, in flattening order.
 
   These are the names that ``PhaseShiftState.shifted_leaf`` indexes, e.g.
-  ``params/Conv_0/kernel`` for a Linen params dict.
+  ``params/Conv_0/kernel`` for a Linen params dict, or ``conv/kernel`` for
+  ``nnx.state(model, nnx.Param)`` (a Variable counts as one leaf).
   """
-  with_paths, _ = jax.tree_util.tree_flatten_with_path(tree)
+  with_paths, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_boxed)
   return [jax.tree_util.keystr(path, simple=True, separator="/")
           for path, _ in with_paths]
 
@@ -69,8 +75,7 @@ def shifted_parameter(opt_state: Any, params: Any = None) -> str | None:
         f"shifted_parameter needs an unbatched state; shifted_leaf has shape {index.shape}")
   if index < 0:
     return None
-  history = jax.tree.map(_unwrap, state.prev_grads)
-  paths = leaf_paths(history)
+  paths = leaf_paths(state.prev_grads)
   if params is not None:
     param_paths = leaf_paths(params)
     if len(param_paths) != len(paths):

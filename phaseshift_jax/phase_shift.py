@@ -104,7 +104,12 @@ def _kick_step(
     granularity: str,
     name: str,
 ) -> tuple[list[Any], Any, PhaseShiftState]:
-  """The kick for every leaf (None where the gradient is None) and the next state."""
+  """The kick for every leaf and the next state.
+
+  The kick of a leaf is a pair ``(hit, value)``: ``hit`` (a boolean, scalar or
+  elementwise) says where ``value`` is added; None where the gradient is None.
+  Callers add it with :func:`_add_kick`.
+  """
   grad_leaves, treedef = _flatten(grads)
   prev_leaves, prev_treedef = _flatten(state.prev_grads)
   if treedef != prev_treedef:
@@ -161,7 +166,7 @@ def _kick_step(
     if per_element:
       flat_index = jnp.arange(grad.size, dtype=jnp.int32).reshape(grad.shape)
       hit = hit & (flat_index == elements[live_index])
-    kicks.append(jnp.where(hit, jnp.sign(grad) * size, jnp.zeros((), grad.dtype)))
+    kicks.append((hit, jnp.sign(grad) * size))
     live_index += 1
 
   new_prev = treedef.unflatten([
@@ -175,6 +180,29 @@ def _kick_step(
       shift_change=change.astype(dtype),
   )
   return kicks, treedef, new_state
+
+
+_SAME_WIDTH_INT = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}
+
+
+def _add_kick(update: jax.Array, kick: tuple[jax.Array, jax.Array],
+              count: jax.Array) -> jax.Array:
+  """``update + value`` where ``hit``, else ``update``, in ``update``'s dtype.
+
+  ``update`` is rounded to its dtype before the kick is added, as torch's two
+  in-place steps do (``p -= lr*g``, then ``p += kick``). XLA on CPU would
+  otherwise contract the multiply inside ``update`` and this add into one FMA
+  under ``jax.jit`` (openxla/xla#41579), so jitted and eager results would differ
+  in the last bit. The rounding is forced by OR-ing the bits of ``update`` with
+  a zero the compiler cannot prove to be zero (``count >> 31``; the count is
+  never negative), which costs one integer op in the fused loop.
+  """
+  hit, value = kick
+  int_dtype = _SAME_WIDTH_INT[jnp.dtype(update.dtype).itemsize]
+  opaque_zero = jax.lax.shift_right_arithmetic(count, jnp.int32(31)).astype(int_dtype)
+  rounded = jax.lax.bitcast_convert_type(
+      jax.lax.bitcast_convert_type(update, int_dtype) | opaque_zero, update.dtype)
+  return jnp.where(hit, rounded + value, update).astype(update.dtype)
 
 
 def _validate(threshold, shift_boundary, min_gradient_magnitude, selection,
@@ -263,7 +291,7 @@ def phase_shift(
         selection, granularity, "phase_shift")
     grad_leaves, _ = _flatten(updates)
     new_updates = treedef.unflatten([
-        None if kick is None else (-lr * grad + kick).astype(grad.dtype)
+        None if kick is None else _add_kick((-lr * grad).astype(grad.dtype), kick, state.count)
         for grad, kick in zip(grad_leaves, kicks)])
     return new_updates, new_state
 
@@ -315,7 +343,7 @@ def with_phase_shift(
         min_gradient_magnitude, selection, granularity, "with_phase_shift")
     inner_leaves = treedef.flatten_up_to(inner_updates)
     new_updates = treedef.unflatten([
-        update if kick is None else (update + kick).astype(update.dtype)
+        update if kick is None else _add_kick(update, kick, state.phase_shift.count)
         for update, kick in zip(inner_leaves, kicks)])
     return new_updates, WithPhaseShiftState(inner_state, kick_state)
 

@@ -1,0 +1,174 @@
+r"""Learning-rate schedules of the miniai post's list, torch-exact where optax differs.
+
+The post (``../shared/reference/004_*.txt``) lists step decay, time-based decay, exponential decay,
+cosine annealing, cyclical rates, linear warm-up and reduce-on-plateau. optax already has most of
+them; this module adds only the missing ones and the torch-exact forms where optax's differ. A
+schedule maps the step count ``t`` (0 at the first optimizer step) to a rate; with torch, ``t`` is
+the number of ``scheduler.step()`` calls made so far (one per optimizer step).
+
+=======================================  ====================================================
+``torch.optim.lr_scheduler``             optax / this module
+=======================================  ====================================================
+``StepLR(step_size, gamma)``             ``optax.exponential_decay(lr, step_size, gamma,
+                                         staircase=True)``
+``MultiStepLR(milestones, gamma)``       ``optax.piecewise_constant_schedule(lr,
+                                         {m: gamma for m in milestones})``
+``ExponentialLR(gamma)``                 ``optax.exponential_decay(lr, 1, gamma)``
+``LambdaLR(lambda t: 1 / (1 + k t))``    :func:`time_based_decay` ``(lr, k)``
+``CosineAnnealingLR(T_max, eta_min)``    :func:`cosine_annealing_schedule`; equals
+                                         ``optax.cosine_decay_schedule(lr, T_max,
+                                         eta_min / lr)`` only for ``t <= T_max``
+``CyclicLR(base, max, up, down, mode)``  :func:`cyclic_schedule`
+``LinearLR(start, end, total_iters)``    ``optax.linear_schedule(lr * start, lr * end,
+                                         total_iters)``
+``SequentialLR([LinearLR, Cosine...])``  ``optax.warmup_cosine_decay_schedule``
+``ReduceLROnPlateau``                    :func:`reduce_lr_on_plateau` (a transformation)
+=======================================  ====================================================
+"""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import optax
+
+from phaseshift_jax.compat._common import check_non_negative, check_positive_int
+
+__all__ = [
+    "time_based_decay",
+    "cosine_annealing_schedule",
+    "cyclic_schedule",
+    "reduce_lr_on_plateau",
+]
+
+
+def time_based_decay(
+    init_value: float, decay_rate: float, decay_steps: int = 1, staircase: bool = False
+) -> optax.Schedule:
+    r"""Time-based (inverse-time) decay: :math:`\eta_t = \eta_0 / (1 + k\,p)`, :math:`p = t / N`.
+
+    With ``staircase=True``, :math:`p = \lfloor t / N \rfloor`. :math:`k` = ``decay_rate``,
+    :math:`N` = ``decay_steps``. This is torch's ``LambdaLR(opt, lambda t: 1 / (1 + k * t))`` and
+    the ``lr_decay`` of ``torch.optim.Adagrad`` (for ``N = 1``); optax has no such schedule.
+    """
+    check_non_negative("decay_rate", decay_rate)
+    check_positive_int("decay_steps", decay_steps)
+
+    def schedule(count):
+        progress = jnp.asarray(count) / decay_steps
+        if staircase:
+            progress = jnp.floor(progress)
+        return init_value / (1 + decay_rate * progress)
+
+    return schedule
+
+
+def cosine_annealing_schedule(
+    init_value: float, t_max: int, eta_min: float = 0.0
+) -> optax.Schedule:
+    r"""torch's ``CosineAnnealingLR``: :math:`\eta_t = \eta_{min} + (\eta_0 - \eta_{min})
+    \frac{1 + \cos(\pi t / T_{max})}{2}` for every :math:`t`.
+
+    Past :math:`T_{max}` torch's rate keeps following the cosine (it rises back to
+    :math:`\eta_0` at :math:`2T_{max}`, and so on), and so does this schedule, whereas
+    ``optax.cosine_decay_schedule`` stays at its final value. torch computes the rate
+    recursively from the previous one; this closed form agrees with it to rounding.
+    """
+    check_positive_int("t_max", t_max)
+
+    def schedule(count):
+        cosine = jnp.cos(jnp.pi * jnp.asarray(count) / t_max)
+        return eta_min + (init_value - eta_min) * (1 + cosine) / 2
+
+    return schedule
+
+
+_CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
+
+
+def cyclic_schedule(
+    base_lr: float,
+    max_lr: float,
+    step_size_up: int = 2000,
+    step_size_down: int | None = None,
+    mode: str = "triangular",
+    gamma: float = 1.0,
+) -> optax.Schedule:
+    r"""Cyclical learning rate, as torch's ``CyclicLR`` (Smith 2017).
+
+    The rate climbs linearly from ``base_lr`` to ``max_lr`` in ``step_size_up`` steps and falls
+    back in ``step_size_down`` steps (default: the same), over and over. With cycle
+    :math:`c = \lfloor 1 + t / S \rfloor` (:math:`S` the cycle length),
+    :math:`x = 1 + t/S - c` and :math:`r` = ``step_size_up / S``:
+
+    .. math::
+        \eta_t = \eta_{base} + (\eta_{max} - \eta_{base})\,h(x)\,s, \qquad
+        h(x) = x / r \text{ if } x \le r \text{ else } (x - 1) / (r - 1),
+
+    where :math:`s = 1` (``"triangular"``), :math:`s = 2^{1-c}` (``"triangular2"``, the amplitude
+    halves every cycle) or :math:`s = \gamma^t` (``"exp_range"``). optax has no cyclical schedule.
+    (torch's ``CyclicLR`` also cycles the momentum by default; that part is not a rate schedule.)
+    """
+    check_positive_int("step_size_up", step_size_up)
+    if step_size_down is None:
+        step_size_down = step_size_up
+    check_positive_int("step_size_down", step_size_down)
+    if mode not in _CYCLIC_MODES:
+        raise ValueError(f"mode must be one of {_CYCLIC_MODES}, got {mode!r}")
+    total = float(step_size_up + step_size_down)
+    ratio = step_size_up / total
+
+    def schedule(count):
+        count = jnp.asarray(count)
+        cycle = jnp.floor(1 + count / total)
+        x = 1.0 + count / total - cycle
+        height = jnp.where(x <= ratio, x / ratio, (x - 1) / (ratio - 1))
+        if mode == "triangular":
+            scale = 1.0
+        elif mode == "triangular2":
+            scale = 1 / 2.0 ** (cycle - 1)
+        else:
+            scale = gamma**count
+        return base_lr + (max_lr - base_lr) * height * scale
+
+    return schedule
+
+
+def reduce_lr_on_plateau(
+    factor: float = 0.1,
+    patience: int = 10,
+    threshold: float = 1e-4,
+    threshold_mode: str = "rel",
+    cooldown: int = 0,
+    min_scale: float = 0.0,
+) -> optax.GradientTransformationExtraArgs:
+    r"""torch's ``ReduceLROnPlateau(mode="min")`` as an optax transformation.
+
+    Chain it after an optimizer and pass the monitored metric each step as ``value=`` (like
+    ``optax.contrib.reduce_on_plateau``, which this configures). It multiplies the updates by a
+    scale that starts at 1 and becomes ``scale * factor`` (not below ``min_scale``) once the metric
+    has failed to improve on its best value for *more than* ``patience`` consecutive steps, then
+    ignores ``cooldown`` steps. "Improve" means ``value < best * (1 - threshold)``
+    (``threshold_mode="rel"``) or ``value < best - threshold`` (``"abs"``). The effective rate is
+    ``lr * scale``: torch's ``min_lr`` is ``lr * min_scale``.
+
+    Difference from optax: ``optax.contrib.reduce_on_plateau(patience=p)`` reduces after ``p``
+    non-improving steps, torch after ``p + 1``; this passes ``patience + 1`` so the counting is
+    torch's. Not covered: torch's ``mode="max"`` (pass the negated metric; exact for
+    ``threshold_mode="abs"``), ``threshold=0`` (optax requires a positive tolerance) and torch's
+    ``eps`` (it skips reductions smaller than ``eps``, which only matters for rates near 1e-8).
+    """
+    check_non_negative("patience", patience)
+    check_non_negative("cooldown", cooldown)
+    if not threshold > 0:
+        raise ValueError(f"threshold must be > 0, got {threshold!r}")
+    if threshold_mode not in ("rel", "abs"):
+        raise ValueError(f"threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
+    relative = threshold_mode == "rel"
+    return optax.contrib.reduce_on_plateau(
+        factor=factor,
+        patience=patience + 1,
+        rtol=threshold if relative else 0.0,
+        atol=0.0 if relative else threshold,
+        cooldown=cooldown,
+        min_scale=min_scale,
+    )
