@@ -17,7 +17,10 @@ def _is_boxed(value: Any) -> bool:
 
 def _unwrap(value: Any) -> Any:
   """The array inside an ``nnx.Variable``-like box, else the value itself."""
-  return value.value if _is_boxed(value) else value
+  if not _is_boxed(value):
+    return value
+  get_value = getattr(value, "get_value", None)  # flax >= 0.12 deprecates `.value`
+  return get_value() if callable(get_value) else value.value
 
 
 def find_phase_shift_state(opt_state: Any) -> PhaseShiftState:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import jax.numpy as jnp
 import optax
 
-from phaseshift_jax.compat._common import check_non_negative, check_positive_int
 
 __all__ = [
     "time_based_decay",
@@ -39,6 +38,17 @@ __all__ = [
     "cyclic_schedule",
     "reduce_lr_on_plateau",
 ]
+
+
+def _check_count(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+
+
+def _check_steps(name: str, value) -> None:
+    _check_count(name, value)
+    if value == 0:
+        raise ValueError(f"{name} must be >= 1, got 0")
 
 
 def time_based_decay(
@@ -50,8 +60,9 @@ def time_based_decay(
     :math:`N` = ``decay_steps``. This is torch's ``LambdaLR(opt, lambda t: 1 / (1 + k * t))`` and
     the ``lr_decay`` of ``torch.optim.Adagrad`` (for ``N = 1``); optax has no such schedule.
     """
-    check_non_negative("decay_rate", decay_rate)
-    check_positive_int("decay_steps", decay_steps)
+    if not decay_rate >= 0:
+        raise ValueError(f"decay_rate must be >= 0, got {decay_rate!r}")
+    _check_steps("decay_steps", decay_steps)
 
     def schedule(count):
         progress = jnp.asarray(count) / decay_steps
@@ -73,7 +84,7 @@ def cosine_annealing_schedule(
     ``optax.cosine_decay_schedule`` stays at its final value. torch computes the rate
     recursively from the previous one; this closed form agrees with it to rounding.
     """
-    check_positive_int("t_max", t_max)
+    _check_steps("t_max", t_max)
 
     def schedule(count):
         cosine = jnp.cos(jnp.pi * jnp.asarray(count) / t_max)
@@ -108,10 +119,10 @@ def cyclic_schedule(
     halves every cycle) or :math:`s = \gamma^t` (``"exp_range"``). optax has no cyclical schedule.
     (torch's ``CyclicLR`` also cycles the momentum by default; that part is not a rate schedule.)
     """
-    check_positive_int("step_size_up", step_size_up)
+    _check_steps("step_size_up", step_size_up)
     if step_size_down is None:
         step_size_down = step_size_up
-    check_positive_int("step_size_down", step_size_down)
+    _check_steps("step_size_down", step_size_down)
     if mode not in _CYCLIC_MODES:
         raise ValueError(f"mode must be one of {_CYCLIC_MODES}, got {mode!r}")
     total = float(step_size_up + step_size_down)
@@ -157,8 +168,8 @@ def reduce_lr_on_plateau(
     ``threshold_mode="abs"``), ``threshold=0`` (optax requires a positive tolerance) and torch's
     ``eps`` (it skips reductions smaller than ``eps``, which only matters for rates near 1e-8).
     """
-    check_non_negative("patience", patience)
-    check_non_negative("cooldown", cooldown)
+    _check_count("patience", patience)
+    _check_count("cooldown", cooldown)
     if not threshold > 0:
         raise ValueError(f"threshold must be > 0, got {threshold!r}")
     if threshold_mode not in ("rel", "abs"):

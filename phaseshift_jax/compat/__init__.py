@@ -1,0 +1,12 @@
+"""Optimizers that reproduce other code bases exactly, as optax transformations.
+
+* :mod:`phaseshift_jax.compat.torch`: ``torch.optim`` (SGD, Adagrad, RMSprop, Adam, AdamW).
+* :mod:`phaseshift_jax.compat.minima`: the ``minima`` library's ``optim`` module.
+* :mod:`phaseshift_jax.compat.miniai`: the miniai-style optimizers of the "Adam with annealing" post.
+
+See ``phaseshift_jax/compat/README.md`` for the formulas and how each differs from optax.
+"""
+
+from phaseshift_jax.compat import miniai, minima, torch
+
+__all__ = ["miniai", "minima", "torch"]
