@@ -24,10 +24,15 @@ the number of ``scheduler.step()`` calls made so far (one per optimizer step).
 ``SequentialLR([LinearLR, Cosine...])``  ``optax.warmup_cosine_decay_schedule``
 ``ReduceLROnPlateau``                    :func:`reduce_lr_on_plateau` (a transformation)
 =======================================  ====================================================
+
+The schedules here compute in the default float precision, so under ``jax.enable_x64`` they give
+float64 rates like torch's; optax's return float32 at the optimizer's int32 step count even then,
+which :func:`on_float_count` fixes.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -37,60 +42,75 @@ __all__ = [
     "cosine_annealing_schedule",
     "cyclic_schedule",
     "reduce_lr_on_plateau",
+    "on_float_count",
 ]
 
 
+def _float(count):
+  """The step count as a float of the default precision.
+
+  optax's schedules divide the int32 count by an int, which gives float32 even with x64 on; a
+  float count keeps the rate in float64 there (torch computes its rates in double precision).
+  """
+  return jnp.asarray(count, dtype=float)
+
+
+def on_float_count(schedule: optax.Schedule) -> optax.Schedule:
+  """``schedule`` evaluated at the float count (float64 under x64; see :func:`_float`)."""
+  return lambda count: schedule(_float(count))
+
+
 def _check_count(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+  if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
 
 
 def _check_steps(name: str, value) -> None:
-    _check_count(name, value)
-    if value == 0:
-        raise ValueError(f"{name} must be >= 1, got 0")
+  _check_count(name, value)
+  if value == 0:
+    raise ValueError(f"{name} must be >= 1, got 0")
 
 
 def time_based_decay(
     init_value: float, decay_rate: float, decay_steps: int = 1, staircase: bool = False
 ) -> optax.Schedule:
-    r"""Time-based (inverse-time) decay: :math:`\eta_t = \eta_0 / (1 + k\,p)`, :math:`p = t / N`.
+  r"""Time-based (inverse-time) decay: :math:`\eta_t = \eta_0 / (1 + k\,p)`, :math:`p = t / N`.
 
-    With ``staircase=True``, :math:`p = \lfloor t / N \rfloor`. :math:`k` = ``decay_rate``,
-    :math:`N` = ``decay_steps``. This is torch's ``LambdaLR(opt, lambda t: 1 / (1 + k * t))`` and
-    the ``lr_decay`` of ``torch.optim.Adagrad`` (for ``N = 1``); optax has no such schedule.
-    """
-    if not decay_rate >= 0:
-        raise ValueError(f"decay_rate must be >= 0, got {decay_rate!r}")
-    _check_steps("decay_steps", decay_steps)
+  With ``staircase=True``, :math:`p = \lfloor t / N \rfloor`. :math:`k` = ``decay_rate``,
+  :math:`N` = ``decay_steps``. This is torch's ``LambdaLR(opt, lambda t: 1 / (1 + k * t))`` and
+  the ``lr_decay`` of ``torch.optim.Adagrad`` (for ``N = 1``); optax has no such schedule.
+  """
+  if not decay_rate >= 0:
+    raise ValueError(f"decay_rate must be >= 0, got {decay_rate!r}")
+  _check_steps("decay_steps", decay_steps)
 
-    def schedule(count):
-        progress = jnp.asarray(count) / decay_steps
-        if staircase:
-            progress = jnp.floor(progress)
-        return init_value / (1 + decay_rate * progress)
+  def schedule(count):
+    progress = _float(count) / decay_steps
+    if staircase:
+      progress = jnp.floor(progress)
+    return init_value / (1 + decay_rate * progress)
 
-    return schedule
+  return schedule
 
 
 def cosine_annealing_schedule(
     init_value: float, t_max: int, eta_min: float = 0.0
 ) -> optax.Schedule:
-    r"""torch's ``CosineAnnealingLR``: :math:`\eta_t = \eta_{min} + (\eta_0 - \eta_{min})
-    \frac{1 + \cos(\pi t / T_{max})}{2}` for every :math:`t`.
+  r"""torch's ``CosineAnnealingLR``: :math:`\eta_t = \eta_{min} + (\eta_0 - \eta_{min})
+  \frac{1 + \cos(\pi t / T_{max})}{2}` for every :math:`t`.
 
-    Past :math:`T_{max}` torch's rate keeps following the cosine (it rises back to
-    :math:`\eta_0` at :math:`2T_{max}`, and so on), and so does this schedule, whereas
-    ``optax.cosine_decay_schedule`` stays at its final value. torch computes the rate
-    recursively from the previous one; this closed form agrees with it to rounding.
-    """
-    _check_steps("t_max", t_max)
+  Past :math:`T_{max}` torch's rate keeps following the cosine (it rises back to
+  :math:`\eta_0` at :math:`2T_{max}`, and so on), and so does this schedule, whereas
+  ``optax.cosine_decay_schedule`` stays at its final value. torch computes the rate
+  recursively from the previous one; this closed form agrees with it to rounding.
+  """
+  _check_steps("t_max", t_max)
 
-    def schedule(count):
-        cosine = jnp.cos(jnp.pi * jnp.asarray(count) / t_max)
-        return eta_min + (init_value - eta_min) * (1 + cosine) / 2
+  def schedule(count):
+    cosine = jnp.cos(jnp.pi * _float(count) / t_max)
+    return eta_min + (init_value - eta_min) * (1 + cosine) / 2
 
-    return schedule
+  return schedule
 
 
 _CYCLIC_MODES = ("triangular", "triangular2", "exp_range")
@@ -104,44 +124,44 @@ def cyclic_schedule(
     mode: str = "triangular",
     gamma: float = 1.0,
 ) -> optax.Schedule:
-    r"""Cyclical learning rate, as torch's ``CyclicLR`` (Smith 2017).
+  r"""Cyclical learning rate, as torch's ``CyclicLR`` (Smith 2017).
 
-    The rate climbs linearly from ``base_lr`` to ``max_lr`` in ``step_size_up`` steps and falls
-    back in ``step_size_down`` steps (default: the same), over and over. With cycle
-    :math:`c = \lfloor 1 + t / S \rfloor` (:math:`S` the cycle length),
-    :math:`x = 1 + t/S - c` and :math:`r` = ``step_size_up / S``:
+  The rate climbs linearly from ``base_lr`` to ``max_lr`` in ``step_size_up`` steps and falls
+  back in ``step_size_down`` steps (default: the same), over and over. With cycle
+  :math:`c = \lfloor 1 + t / S \rfloor` (:math:`S` the cycle length),
+  :math:`x = 1 + t/S - c` and :math:`r` = ``step_size_up / S``:
 
-    .. math::
-        \eta_t = \eta_{base} + (\eta_{max} - \eta_{base})\,h(x)\,s, \qquad
-        h(x) = x / r \text{ if } x \le r \text{ else } (x - 1) / (r - 1),
+  .. math::
+      \eta_t = \eta_{base} + (\eta_{max} - \eta_{base})\,h(x)\,s, \qquad
+      h(x) = x / r \text{ if } x \le r \text{ else } (x - 1) / (r - 1),
 
-    where :math:`s = 1` (``"triangular"``), :math:`s = 2^{1-c}` (``"triangular2"``, the amplitude
-    halves every cycle) or :math:`s = \gamma^t` (``"exp_range"``). optax has no cyclical schedule.
-    (torch's ``CyclicLR`` also cycles the momentum by default; that part is not a rate schedule.)
-    """
-    _check_steps("step_size_up", step_size_up)
-    if step_size_down is None:
-        step_size_down = step_size_up
-    _check_steps("step_size_down", step_size_down)
-    if mode not in _CYCLIC_MODES:
-        raise ValueError(f"mode must be one of {_CYCLIC_MODES}, got {mode!r}")
-    total = float(step_size_up + step_size_down)
-    ratio = step_size_up / total
+  where :math:`s = 1` (``"triangular"``), :math:`s = 2^{1-c}` (``"triangular2"``, the amplitude
+  halves every cycle) or :math:`s = \gamma^t` (``"exp_range"``). optax has no cyclical schedule.
+  (torch's ``CyclicLR`` also cycles the momentum by default; that part is not a rate schedule.)
+  """
+  _check_steps("step_size_up", step_size_up)
+  if step_size_down is None:
+    step_size_down = step_size_up
+  _check_steps("step_size_down", step_size_down)
+  if mode not in _CYCLIC_MODES:
+    raise ValueError(f"mode must be one of {_CYCLIC_MODES}, got {mode!r}")
+  total = float(step_size_up + step_size_down)
+  ratio = step_size_up / total
 
-    def schedule(count):
-        count = jnp.asarray(count)
-        cycle = jnp.floor(1 + count / total)
-        x = 1.0 + count / total - cycle
-        height = jnp.where(x <= ratio, x / ratio, (x - 1) / (ratio - 1))
-        if mode == "triangular":
-            scale = 1.0
-        elif mode == "triangular2":
-            scale = 1 / 2.0 ** (cycle - 1)
-        else:
-            scale = gamma**count
-        return base_lr + (max_lr - base_lr) * height * scale
+  def schedule(count):
+    count = _float(count)
+    cycle = jnp.floor(1 + count / total)
+    x = 1.0 + count / total - cycle
+    height = jnp.where(x <= ratio, x / ratio, (x - 1) / (ratio - 1))
+    if mode == "triangular":
+      scale = 1.0
+    elif mode == "triangular2":
+      scale = 1 / 2.0 ** (cycle - 1)
+    else:
+      scale = gamma**count
+    return base_lr + (max_lr - base_lr) * height * scale
 
-    return schedule
+  return schedule
 
 
 def reduce_lr_on_plateau(
@@ -151,35 +171,46 @@ def reduce_lr_on_plateau(
     threshold_mode: str = "rel",
     cooldown: int = 0,
     min_scale: float = 0.0,
+    eps: float = 1e-8,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""torch's ``ReduceLROnPlateau(mode="min")`` as an optax transformation.
+  r"""torch's ``ReduceLROnPlateau(mode="min")`` as an optax transformation.
 
-    Chain it after an optimizer and pass the monitored metric each step as ``value=`` (like
-    ``optax.contrib.reduce_on_plateau``, which this configures). It multiplies the updates by a
-    scale that starts at 1 and becomes ``scale * factor`` (not below ``min_scale``) once the metric
-    has failed to improve on its best value for *more than* ``patience`` consecutive steps, then
-    ignores ``cooldown`` steps. "Improve" means ``value < best * (1 - threshold)``
-    (``threshold_mode="rel"``) or ``value < best - threshold`` (``"abs"``). The effective rate is
-    ``lr * scale``: torch's ``min_lr`` is ``lr * min_scale``.
+  Chain it after an optimizer and pass the monitored metric each step as ``value=`` (like
+  ``optax.contrib.reduce_on_plateau``, which does the bookkeeping). It multiplies the updates by
+  a scale that starts at 1 and becomes ``max(scale * factor, min_scale)`` once the metric has
+  failed to improve on its best value for *more than* ``patience`` consecutive steps, then
+  ignores ``cooldown`` steps. "Improve" means ``value < best * (1 - threshold)``
+  (``threshold_mode="rel"``) or ``value < best - threshold`` (``"abs"``). A reduction smaller
+  than ``eps`` is skipped (the counters still reset). With a base rate ``lr`` the effective rate
+  is ``lr * scale``, so torch's ``min_lr`` is ``lr * min_scale`` and torch's ``eps`` is
+  ``lr * eps``.
 
-    Difference from optax: ``optax.contrib.reduce_on_plateau(patience=p)`` reduces after ``p``
-    non-improving steps, torch after ``p + 1``; this passes ``patience + 1`` so the counting is
-    torch's. Not covered: torch's ``mode="max"`` (pass the negated metric; exact for
-    ``threshold_mode="abs"``), ``threshold=0`` (optax requires a positive tolerance) and torch's
-    ``eps`` (it skips reductions smaller than ``eps``, which only matters for rates near 1e-8).
-    """
-    _check_count("patience", patience)
-    _check_count("cooldown", cooldown)
-    if not threshold > 0:
-        raise ValueError(f"threshold must be > 0, got {threshold!r}")
-    if threshold_mode not in ("rel", "abs"):
-        raise ValueError(f"threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
-    relative = threshold_mode == "rel"
-    return optax.contrib.reduce_on_plateau(
-        factor=factor,
-        patience=patience + 1,
-        rtol=threshold if relative else 0.0,
-        atol=0.0 if relative else threshold,
-        cooldown=cooldown,
-        min_scale=min_scale,
-    )
+  Differences from optax: ``optax.contrib.reduce_on_plateau(patience=p)`` reduces after ``p``
+  non-improving steps, torch after ``p + 1`` (this passes ``patience + 1``), and optax has no
+  ``eps``. Not covered: torch's ``mode="max"`` (pass the negated metric; exact for
+  ``threshold_mode="abs"``) and ``threshold=0`` (optax requires a positive tolerance).
+  """
+  _check_count("patience", patience)
+  _check_count("cooldown", cooldown)
+  if not threshold > 0:
+    raise ValueError(f"threshold must be > 0, got {threshold!r}")
+  if threshold_mode not in ("rel", "abs"):
+    raise ValueError(f"threshold_mode must be 'rel' or 'abs', got {threshold_mode!r}")
+  relative = threshold_mode == "rel"
+  inner = optax.contrib.reduce_on_plateau(
+      factor=factor,
+      patience=patience + 1,
+      rtol=threshold if relative else 0.0,
+      atol=0.0 if relative else threshold,
+      cooldown=cooldown,
+      min_scale=min_scale,
+  )
+
+  def update_fn(updates, state, params=None, *, value, **extra_args):
+    # Only the bookkeeping of the inner transformation is needed: give it no updates to scale.
+    _, new_state = inner.update(None, state, params, value=value, **extra_args)
+    scale = jnp.where(state.scale - new_state.scale > eps, new_state.scale, state.scale)
+    updates = jax.tree.map(lambda g: scale.astype(g.dtype) * g, updates)
+    return updates, new_state._replace(scale=scale)
+
+  return optax.GradientTransformationExtraArgs(inner.init, update_fn)

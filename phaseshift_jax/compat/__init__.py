@@ -2,7 +2,8 @@
 
 * :mod:`phaseshift_jax.compat.torch`: ``torch.optim`` (SGD, Adagrad, RMSprop, Adam, AdamW).
 * :mod:`phaseshift_jax.compat.minima`: the ``minima`` library's ``optim`` module.
-* :mod:`phaseshift_jax.compat.miniai`: the miniai-style optimizers of the "Adam with annealing" post.
+* :mod:`phaseshift_jax.compat.miniai`: the miniai-style optimizers of the "Adam with annealing"
+  post.
 
 See ``phaseshift_jax/compat/README.md`` for the formulas and how each differs from optax.
 """

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import optax
 
+from phaseshift_jax.schedules import on_float_count
 from phaseshift_jax.compat._common import (
     chain,
     check_non_negative,
@@ -27,24 +28,24 @@ __all__ = ["sgd", "adam", "adam_with_annealing"]
 
 
 def _check(lr, wd, beta1=0.0, beta2=0.0, eps=0.0):
-    check_non_negative("lr", lr)
-    check_non_negative("wd", wd)
-    check_unit_interval("beta1", beta1)
-    check_unit_interval("beta2", beta2)
-    check_non_negative("eps", eps)
+  check_non_negative("lr", lr)
+  check_non_negative("wd", wd)
+  check_unit_interval("beta1", beta1)
+  check_unit_interval("beta2", beta2)
+  check_non_negative("eps", eps)
 
 
 def sgd(lr: optax.ScalarOrSchedule, wd: float = 0.0) -> optax.GradientTransformationExtraArgs:
-    r"""The post's ``SGD``: plain gradient descent with multiplicative weight decay.
+  r"""The post's ``SGD``: plain gradient descent with multiplicative weight decay.
 
-    .. math:: \theta_t = (1 - \alpha\lambda)\,\theta_{t-1} - \alpha\,g_t
+  .. math:: \theta_t = (1 - \alpha\lambda)\,\theta_{t-1} - \alpha\,g_t
 
-    Equals ``optax.sgd(lr)`` when ``wd == 0``; ``torch.optim.SGD``'s ``weight_decay`` is the L2 form
-    :math:`\theta_t = \theta_{t-1} - \alpha(g_t + \lambda\theta_{t-1})`, the same number in exact
-    arithmetic for plain SGD (the two differ once momentum is involved).
-    """
-    _check(lr, wd)
-    return chain(optax.add_decayed_weights(wd) if wd else None, optax.scale_by_learning_rate(lr))
+  Equals ``optax.sgd(lr)`` when ``wd == 0``; ``torch.optim.SGD``'s ``weight_decay`` is the L2 form
+  :math:`\theta_t = \theta_{t-1} - \alpha(g_t + \lambda\theta_{t-1})`, the same number in exact
+  arithmetic for plain SGD (the two differ once momentum is involved).
+  """
+  _check(lr, wd)
+  return chain(optax.add_decayed_weights(wd) if wd else None, optax.scale_by_learning_rate(lr))
 
 
 def adam(
@@ -54,26 +55,27 @@ def adam(
     beta2: float = 0.99,
     eps: float = 1e-5,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""The post's ``Adam``, with :math:`\epsilon` inside the square root.
+  r"""The post's ``Adam``, with :math:`\epsilon` inside the square root.
 
-    .. math::
-        m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
-        v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \quad
-        \hat m_t = \frac{m_t}{1-\beta_1^{t}}, \quad \hat v_t = \frac{v_t}{1-\beta_2^{t}},
+  .. math::
+      m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
+      v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \quad
+      \hat m_t = \frac{m_t}{1-\beta_1^{t}}, \quad \hat v_t = \frac{v_t}{1-\beta_2^{t}},
 
-    .. math::
-        \theta_t = (1 - \alpha\lambda)\,\theta_{t-1} - \alpha\,\frac{\hat m_t}{\sqrt{\hat v_t + \epsilon}}
+  .. math::
+      \theta_t = (1 - \alpha\lambda)\,\theta_{t-1}
+                 - \alpha\,\frac{\hat m_t}{\sqrt{\hat v_t + \epsilon}}
 
-    (:math:`t = i + 1` is the step count). That is ``optax.adamw(lr, beta1, beta2, eps=0,
-    eps_root=eps, weight_decay=wd)``, which is what this returns.
+  (:math:`t = i + 1` is the step count). That is ``optax.adamw(lr, beta1, beta2, eps=0,
+  eps_root=eps, weight_decay=wd)``, which is what this returns.
 
-    Differs from ``optax.adam`` / ``torch.optim.Adam``: :math:`\epsilon` (default ``1e-5``, not
-    ``1e-8``) sits inside the root, so it bounds the step by :math:`\alpha|\hat m|/\sqrt{\epsilon}`
-    rather than :math:`\alpha|\hat m|/\epsilon`; ``beta2`` defaults to 0.99; weight decay is
-    decoupled (AdamW-like) where torch's ``Adam`` adds an L2 term to the gradient.
-    """
-    _check(lr, wd, beta1, beta2, eps)
-    return optax.adamw(lr, b1=beta1, b2=beta2, eps=0.0, eps_root=eps, weight_decay=wd)
+  Differs from ``optax.adam`` / ``torch.optim.Adam``: :math:`\epsilon` (default ``1e-5``, not
+  ``1e-8``) sits inside the root, so it bounds the step by :math:`\alpha|\hat m|/\sqrt{\epsilon}`
+  rather than :math:`\alpha|\hat m|/\epsilon`; ``beta2`` defaults to 0.99; weight decay is
+  decoupled (AdamW-like) where torch's ``Adam`` adds an L2 term to the gradient.
+  """
+  _check(lr, wd, beta1, beta2, eps)
+  return optax.adamw(lr, b1=beta1, b2=beta2, eps=0.0, eps_root=eps, weight_decay=wd)
 
 
 def adam_with_annealing(
@@ -85,31 +87,31 @@ def adam_with_annealing(
     anneal_rate: float = 0.97,
     anneal_every: int = 1,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""The post's ``AdamWithAnnealing``: Adam (:math:`\epsilon` outside the root), annealed rate.
+  r"""The post's ``AdamWithAnnealing``: Adam (:math:`\epsilon` outside the root), annealed rate.
 
-    .. math::
-        \theta_t = (1 - \alpha\lambda)\,\theta_{t-1}
-                   - \alpha\,r^{\lfloor i / N \rfloor}\,\frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}
+  .. math::
+      \theta_t = (1 - \alpha\lambda)\,\theta_{t-1}
+                 - \alpha\,r^{\lfloor i / N \rfloor}\,\frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}
 
-    with :math:`\hat m_t, \hat v_t` as in :func:`adam`, :math:`i = t - 1` the number of earlier
-    steps, :math:`r` = ``anneal_rate`` and :math:`N` = ``anneal_every``. The post anneals at every
-    step (``N = 1``, the default); pass the number of steps per epoch to anneal once per epoch.
-    As in the post, the weight decay uses the base rate :math:`\alpha`, not the annealed one.
+  with :math:`\hat m_t, \hat v_t` as in :func:`adam`, :math:`i = t - 1` the number of earlier
+  steps, :math:`r` = ``anneal_rate`` and :math:`N` = ``anneal_every``. The post anneals at every
+  step (``N = 1``, the default); pass the number of steps per epoch to anneal once per epoch.
+  As in the post, the weight decay uses the base rate :math:`\alpha`, not the annealed one.
 
-    Built from ``optax.scale_by_adam``, ``optax.scale_by_schedule`` of
-    ``optax.exponential_decay(1, N, r, staircase=True)``, ``optax.add_decayed_weights`` and
-    ``optax.scale_by_learning_rate``. Differs from ``optax.adam`` / ``torch.optim.Adam`` by the
-    annealing factor, ``beta2=0.99``, ``eps=1e-5`` and the decoupled weight decay; it equals
-    ``torch.optim.AdamW`` with a per-step ``ExponentialLR(gamma=r)`` only when ``wd == 0``
-    (torch would anneal the decay too).
-    """
-    _check(lr, wd, beta1, beta2, eps)
-    check_non_negative("anneal_rate", anneal_rate)
-    check_positive_int("anneal_every", anneal_every)
-    anneal = optax.exponential_decay(1.0, anneal_every, anneal_rate, staircase=True)
-    return chain(
-        optax.scale_by_adam(b1=beta1, b2=beta2, eps=eps),
-        optax.scale_by_schedule(anneal),
-        optax.add_decayed_weights(wd) if wd else None,
-        optax.scale_by_learning_rate(lr),
-    )
+  Built from ``optax.scale_by_adam``, ``optax.scale_by_schedule`` of
+  ``optax.exponential_decay(1, N, r, staircase=True)``, ``optax.add_decayed_weights`` and
+  ``optax.scale_by_learning_rate``. Differs from ``optax.adam`` / ``torch.optim.Adam`` by the
+  annealing factor, ``beta2=0.99``, ``eps=1e-5`` and the decoupled weight decay; it equals
+  ``torch.optim.AdamW`` with a per-step ``ExponentialLR(gamma=r)`` only when ``wd == 0``
+  (torch would anneal the decay too).
+  """
+  _check(lr, wd, beta1, beta2, eps)
+  check_non_negative("anneal_rate", anneal_rate)
+  check_positive_int("anneal_every", anneal_every)
+  anneal = on_float_count(optax.exponential_decay(1.0, anneal_every, anneal_rate, staircase=True))
+  return chain(
+      optax.scale_by_adam(b1=beta1, b2=beta2, eps=eps),
+      optax.scale_by_schedule(anneal),
+      optax.add_decayed_weights(wd) if wd else None,
+      optax.scale_by_learning_rate(lr),
+  )

@@ -24,88 +24,88 @@ __all__ = ["sgd", "adagrad", "rmsprop", "adam"]
 
 
 def _check(lr, wd, eps=None):
-    check_non_negative("lr", lr)
-    check_non_negative("wd", wd)
-    if eps is not None:
-        check_non_negative("eps", eps)
+  check_non_negative("lr", lr)
+  check_non_negative("wd", wd)
+  if eps is not None:
+    check_non_negative("eps", eps)
 
 
 def sgd(
     lr: optax.ScalarOrSchedule = 0.01, momentum: float = 0.0, wd: float = 0.0
 ) -> optax.GradientTransformationExtraArgs:
-    r"""minima's ``SGD``: gradient descent with EMA momentum and multiplicative weight decay.
+  r"""minima's ``SGD``: gradient descent with EMA momentum and multiplicative weight decay.
 
-    .. math::
-        v_t = \mu\,v_{t-1} + (1-\mu)\,g_t, \quad v_0 = 0, \qquad
-        \theta_t = (1 - \alpha\lambda)\,\theta_{t-1} - \alpha\,v_t
+  .. math::
+      v_t = \mu\,v_{t-1} + (1-\mu)\,g_t, \quad v_0 = 0, \qquad
+      \theta_t = (1 - \alpha\lambda)\,\theta_{t-1} - \alpha\,v_t
 
-    with :math:`\alpha` = ``lr``, :math:`\mu` = ``momentum``, :math:`\lambda` = ``wd``. Built from
-    ``optax.ema(momentum, debias=False)`` (skipped when ``momentum == 0``, where :math:`v_t = g_t`),
-    ``optax.add_decayed_weights`` and ``optax.scale_by_learning_rate``.
+  with :math:`\alpha` = ``lr``, :math:`\mu` = ``momentum``, :math:`\lambda` = ``wd``. Built from
+  ``optax.ema(momentum, debias=False)`` (skipped when ``momentum == 0``, where :math:`v_t = g_t`),
+  ``optax.add_decayed_weights`` and ``optax.scale_by_learning_rate``.
 
-    Differs from ``optax.sgd(lr, momentum)``, whose momentum is heavy-ball
-    (:math:`v_t = \mu v_{t-1} + g_t`, steps about :math:`1/(1-\mu)` times larger) and which has no
-    weight decay; and from ``torch.optim.SGD``, whose buffer is also heavy-ball (EMA only with
-    ``dampening=momentum``, and even then its first buffer is :math:`g_1`, not
-    :math:`(1-\mu) g_1`) and whose ``weight_decay`` is an L2 term added to the gradient.
-    """
-    _check(lr, wd)
-    check_unit_interval("momentum", momentum)
-    return chain(
-        optax.ema(momentum, debias=False) if momentum else None,
-        optax.add_decayed_weights(wd) if wd else None,
-        optax.scale_by_learning_rate(lr),
-    )
+  Differs from ``optax.sgd(lr, momentum)``, whose momentum is heavy-ball
+  (:math:`v_t = \mu v_{t-1} + g_t`, steps about :math:`1/(1-\mu)` times larger) and which has no
+  weight decay; and from ``torch.optim.SGD``, whose buffer is also heavy-ball (EMA only with
+  ``dampening=momentum``, and even then its first buffer is :math:`g_1`, not
+  :math:`(1-\mu) g_1`) and whose ``weight_decay`` is an L2 term added to the gradient.
+  """
+  _check(lr, wd)
+  check_unit_interval("momentum", momentum)
+  return chain(
+      optax.ema(momentum, debias=False) if momentum else None,
+      optax.add_decayed_weights(wd) if wd else None,
+      optax.scale_by_learning_rate(lr),
+  )
 
 
 def adagrad(
     lr: optax.ScalarOrSchedule = 0.001, wd: float = 0.0, eps: float = 1e-7
 ) -> optax.GradientTransformationExtraArgs:
-    r"""minima's ``AdaGrad``: steps scaled by the root of the sum of all squared gradients.
+  r"""minima's ``AdaGrad``: steps scaled by the root of the sum of all squared gradients.
 
-    .. math::
-        G_t = G_{t-1} + g_t^2, \quad G_0 = 0, \qquad
-        \theta_t = (1 - \alpha\lambda)\,\theta_{t-1} - \frac{\alpha}{\sqrt{G_t + \epsilon}}\,g_t
+  .. math::
+      G_t = G_{t-1} + g_t^2, \quad G_0 = 0, \qquad
+      \theta_t = (1 - \alpha\lambda)\,\theta_{t-1} - \frac{\alpha}{\sqrt{G_t + \epsilon}}\,g_t
 
-    Built from ``optax.scale_by_rss(initial_accumulator_value=0, eps=eps)`` (same placement of
-    :math:`\epsilon`, inside the root), ``optax.add_decayed_weights`` and
-    ``optax.scale_by_learning_rate``.
+  Built from ``optax.scale_by_rss(initial_accumulator_value=0, eps=eps)`` (same placement of
+  :math:`\epsilon`, inside the root), ``optax.add_decayed_weights`` and
+  ``optax.scale_by_learning_rate``.
 
-    Differs from ``optax.adagrad``, which starts the accumulator at 0.1 and has no weight decay;
-    and from ``torch.optim.Adagrad``, which adds :math:`\epsilon` (default 1e-10) outside the root,
-    uses ``lr=1e-2`` and an L2 ``weight_decay``.
-    """
-    _check(lr, wd, eps)
-    return chain(
-        optax.scale_by_rss(initial_accumulator_value=0.0, eps=eps),
-        optax.add_decayed_weights(wd) if wd else None,
-        optax.scale_by_learning_rate(lr),
-    )
+  Differs from ``optax.adagrad``, which starts the accumulator at 0.1 and has no weight decay;
+  and from ``torch.optim.Adagrad``, which adds :math:`\epsilon` (default 1e-10) outside the root,
+  uses ``lr=1e-2`` and an L2 ``weight_decay``.
+  """
+  _check(lr, wd, eps)
+  return chain(
+      optax.scale_by_rss(initial_accumulator_value=0.0, eps=eps),
+      optax.add_decayed_weights(wd) if wd else None,
+      optax.scale_by_learning_rate(lr),
+  )
 
 
 def rmsprop(
     lr: optax.ScalarOrSchedule = 0.001, wd: float = 0.0, eps: float = 1e-7, rho: float = 0.9
 ) -> optax.GradientTransformationExtraArgs:
-    r"""minima's ``RMSProp``: steps scaled by the root of an EMA of squared gradients.
+  r"""minima's ``RMSProp``: steps scaled by the root of an EMA of squared gradients.
 
-    .. math::
-        c_t = \rho\,c_{t-1} + (1-\rho)\,g_t^2, \quad c_0 = 0, \qquad
-        \theta_t = (1 - \alpha\lambda)\,\theta_{t-1} - \frac{\alpha}{\sqrt{c_t + \epsilon}}\,g_t
+  .. math::
+      c_t = \rho\,c_{t-1} + (1-\rho)\,g_t^2, \quad c_0 = 0, \qquad
+      \theta_t = (1 - \alpha\lambda)\,\theta_{t-1} - \frac{\alpha}{\sqrt{c_t + \epsilon}}\,g_t
 
-    Built from ``optax.scale_by_rms(decay=rho, eps=eps, eps_in_sqrt=True)``,
-    ``optax.add_decayed_weights`` and ``optax.scale_by_learning_rate``.
+  Built from ``optax.scale_by_rms(decay=rho, eps=eps, eps_in_sqrt=True)``,
+  ``optax.add_decayed_weights`` and ``optax.scale_by_learning_rate``.
 
-    Same rule as ``optax.rmsprop(lr, decay=rho, eps=eps)``, whose defaults differ (``eps=1e-8``) and
-    which has no weight decay; ``torch.optim.RMSprop`` adds :math:`\epsilon` outside the root and
-    defaults to ``alpha=0.99`` (the :math:`\rho` here), ``eps=1e-8``, ``lr=1e-2``, L2 decay.
-    """
-    _check(lr, wd, eps)
-    check_unit_interval("rho", rho)
-    return chain(
-        optax.scale_by_rms(decay=rho, eps=eps, initial_scale=0.0, eps_in_sqrt=True),
-        optax.add_decayed_weights(wd) if wd else None,
-        optax.scale_by_learning_rate(lr),
-    )
+  Same rule as ``optax.rmsprop(lr, decay=rho, eps=eps)``, whose defaults differ (``eps=1e-8``) and
+  which has no weight decay; ``torch.optim.RMSprop`` adds :math:`\epsilon` outside the root and
+  defaults to ``alpha=0.99`` (the :math:`\rho` here), ``eps=1e-8``, ``lr=1e-2``, L2 decay.
+  """
+  _check(lr, wd, eps)
+  check_unit_interval("rho", rho)
+  return chain(
+      optax.scale_by_rms(decay=rho, eps=eps, initial_scale=0.0, eps_in_sqrt=True),
+      optax.add_decayed_weights(wd) if wd else None,
+      optax.scale_by_learning_rate(lr),
+  )
 
 
 def adam(
@@ -115,30 +115,30 @@ def adam(
     eps: float = 1e-8,
     weight_decay: float = 0.0,
 ) -> optax.GradientTransformationExtraArgs:
-    r"""minima's ``Adam``, with the weight decay of the minima module (decoupled).
+  r"""minima's ``Adam``, with the weight decay of the minima module (decoupled).
 
-    .. math::
-        m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
-        v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \quad
-        \hat m_t = \frac{m_t}{1-\beta_1^t}, \quad \hat v_t = \frac{v_t}{1-\beta_2^t},
+  .. math::
+      m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
+      v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \quad
+      \hat m_t = \frac{m_t}{1-\beta_1^t}, \quad \hat v_t = \frac{v_t}{1-\beta_2^t},
 
-    .. math::
-        \theta_t = (1 - \alpha\lambda)\,\theta_{t-1}
-                   - \alpha\,\frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}
+  .. math::
+      \theta_t = (1 - \alpha\lambda)\,\theta_{t-1}
+                 - \alpha\,\frac{\hat m_t}{\sqrt{\hat v_t} + \epsilon}
 
-    with :math:`t` the step count (1 at the first step). The document leaves the form of Adam's
-    ``weight_decay`` open (it points to a ``WeightDecay`` class it does not show); this module uses
-    the multiplicative form that the document writes for SGD and that minima applies in all its
-    optimizers. The bias corrections use the step count, as the document's formula says (one
-    published version of minima's code raises the betas to the parameter's index instead; that is
-    not reproduced).
+  with :math:`t` the step count (1 at the first step). The document leaves the form of Adam's
+  ``weight_decay`` open (it points to a ``WeightDecay`` class it does not show); this module uses
+  the multiplicative form that the document writes for SGD and that minima applies in all its
+  optimizers. The bias corrections use the step count, as the document's formula says (one
+  published version of minima's code raises the betas to the parameter's index instead; that is
+  not reproduced).
 
-    With that reading the rule is exactly ``optax.adamw(lr, beta1, beta2, eps,
-    weight_decay=weight_decay)``, which is what this returns; it differs from ``optax.adam`` (no
-    weight decay, ``lr`` has no default) and from ``torch.optim.Adam`` (L2 decay added to the
-    gradient, ``lr=1e-3``) only in those points and in the defaults (``lr=1e-5`` here).
-    """
-    _check(lr, weight_decay, eps)
-    check_unit_interval("beta1", beta1)
-    check_unit_interval("beta2", beta2)
-    return optax.adamw(lr, b1=beta1, b2=beta2, eps=eps, weight_decay=weight_decay)
+  With that reading the rule is exactly ``optax.adamw(lr, beta1, beta2, eps,
+  weight_decay=weight_decay)``, which is what this returns; it differs from ``optax.adam`` (no
+  weight decay, ``lr`` has no default) and from ``torch.optim.Adam`` (L2 decay added to the
+  gradient, ``lr=1e-3``) only in those points and in the defaults (``lr=1e-5`` here).
+  """
+  _check(lr, weight_decay, eps)
+  check_unit_interval("beta1", beta1)
+  check_unit_interval("beta2", beta2)
+  return optax.adamw(lr, b1=beta1, b2=beta2, eps=eps, weight_decay=weight_decay)

@@ -17,6 +17,7 @@ Public interface (kept stable; other test modules rely on it):
 from __future__ import annotations
 
 import contextlib
+import functools
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -36,92 +37,108 @@ _BATCH, _N_BATCHES = 16, 4
 
 
 class CrossCheckResult(NamedTuple):
-    """Outcome of :func:`run_crosscheck`.
+  """Outcome of :func:`run_crosscheck`.
 
-    ``max_abs_param_diff`` is the largest elementwise ``|torch - jax|`` over all parameters after
-    the last step; ``torch_params`` / ``jax_params`` are the final parameters as NumPy arrays in
-    torch's ``model.parameters()`` order; ``torch_records`` / ``jax_records`` hold what the optional
-    record callables returned after every step.
-    """
+  ``max_abs_param_diff`` is the largest elementwise ``|torch - jax|`` over all parameters after
+  the last step; ``torch_params`` / ``jax_params`` are the final parameters as NumPy arrays in
+  torch's ``model.parameters()`` order; ``torch_records`` / ``jax_records`` hold what the optional
+  record callables returned after every step.
+  """
 
-    max_abs_param_diff: float
-    torch_params: list
-    jax_params: list
-    torch_optimizer: Any
-    opt_state: Any
-    torch_records: list
-    jax_records: list
-    steps: int
+  max_abs_param_diff: float
+  torch_params: list
+  jax_params: list
+  torch_optimizer: Any
+  opt_state: Any
+  torch_records: list
+  jax_records: list
+  steps: int
 
 
 # ----------------------------------------------------------------------------- models
 
 
 def _torch_model(model: str) -> torch.nn.Module:
-    if model == "mlp":
-        return torch.nn.Sequential(
-            torch.nn.Linear(_MLP_IN, _MLP_HIDDEN),
-            torch.nn.Tanh(),
-            torch.nn.Linear(_MLP_HIDDEN, _N_CLASSES),
-        )
-    pooled = _CNN_CHANNELS * (_CNN_SIZE // 2) ** 2
+  if model == "mlp":
     return torch.nn.Sequential(
-        torch.nn.Conv2d(_CNN_CHANNELS_IN, _CNN_CHANNELS, kernel_size=3, padding=1),
+        torch.nn.Linear(_MLP_IN, _MLP_HIDDEN),
         torch.nn.Tanh(),
-        torch.nn.AvgPool2d(2),
-        torch.nn.Flatten(),
-        torch.nn.Linear(pooled, _N_CLASSES),
+        torch.nn.Linear(_MLP_HIDDEN, _N_CLASSES),
     )
+  pooled = _CNN_CHANNELS * (_CNN_SIZE // 2) ** 2
+  return torch.nn.Sequential(
+      torch.nn.Conv2d(_CNN_CHANNELS_IN, _CNN_CHANNELS, kernel_size=3, padding=1),
+      torch.nn.Tanh(),
+      torch.nn.AvgPool2d(2),
+      torch.nn.Flatten(),
+      torch.nn.Linear(pooled, _N_CLASSES),
+  )
 
 
 def _jax_mlp(params, x):
-    w1, b1, w2, b2 = params
-    hidden = jnp.tanh(x @ w1.T + b1)
-    return hidden @ w2.T + b2
+  w1, b1, w2, b2 = params
+  hidden = jnp.tanh(x @ w1.T + b1)
+  return hidden @ w2.T + b2
 
 
 def _jax_cnn(params, x):
-    kernel, conv_bias, w, b = params
-    y = lax.conv_general_dilated(
-        x,
-        kernel,
-        window_strides=(1, 1),
-        padding=((1, 1), (1, 1)),
-        dimension_numbers=("NCHW", "OIHW", "NCHW"),
-    )
-    y = jnp.tanh(y + conv_bias[None, :, None, None])
-    n, c, h, w_ = y.shape
-    y = y.reshape(n, c, h // 2, 2, w_ // 2, 2).mean(axis=(3, 5))  # AvgPool2d(2)
-    return y.reshape(n, -1) @ w.T + b  # Flatten keeps torch's (C, H, W) order
+  kernel, conv_bias, w, b = params
+  y = lax.conv_general_dilated(
+      x,
+      kernel,
+      window_strides=(1, 1),
+      padding=((1, 1), (1, 1)),
+      dimension_numbers=("NCHW", "OIHW", "NCHW"),
+  )
+  y = jnp.tanh(y + conv_bias[None, :, None, None])
+  n, c, h, w_ = y.shape
+  y = y.reshape(n, c, h // 2, 2, w_ // 2, 2).mean(axis=(3, 5))  # AvgPool2d(2)
+  return y.reshape(n, -1) @ w.T + b  # Flatten keeps torch's (C, H, W) order
 
 
 _JAX_MODELS = {"mlp": _jax_mlp, "cnn": _jax_cnn}
 
 
 def _batches(model: str, seed: int):
-    """A few fixed (inputs, labels) batches, seeded; the training loop cycles through them."""
-    rng = np.random.RandomState(seed)
-    shape = (_MLP_IN,) if model == "mlp" else (_CNN_CHANNELS_IN, _CNN_SIZE, _CNN_SIZE)
-    return [
-        (
-            rng.standard_normal((_BATCH, *shape)),
-            rng.randint(0, _N_CLASSES, size=_BATCH).astype(np.int64),
-        )
-        for _ in range(_N_BATCHES)
-    ]
+  """A few fixed (inputs, labels) batches, seeded; the training loop cycles through them."""
+  rng = np.random.RandomState(seed)
+  shape = (_MLP_IN,) if model == "mlp" else (_CNN_CHANNELS_IN, _CNN_SIZE, _CNN_SIZE)
+  return [
+      (
+          rng.standard_normal((_BATCH, *shape)),
+          rng.randint(0, _N_CLASSES, size=_BATCH).astype(np.int64),
+      )
+      for _ in range(_N_BATCHES)
+  ]
 
 
-def _jax_loss(model: str):
-    forward = _JAX_MODELS[model]
+@functools.lru_cache(maxsize=None)
+def _jax_grad(model: str, dtype: str):
+  """Jitted gradient of the mean cross-entropy, shared by all runs on ``model`` in ``dtype``.
 
-    def loss(params, x, y):
-        logits = forward(params, x)
-        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+  Only the optimizer step is compiled per run, which halves the compile time of a cross-check.
+  """
+  forward = _JAX_MODELS[model]
 
-    return loss
+  def loss(params, x, y):
+    logits = forward(params, x)
+    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+  return jax.jit(jax.grad(loss))
 
 
 # ----------------------------------------------------------------------------- driver
+
+
+@contextlib.contextmanager
+def _single_torch_thread():
+  """One torch thread: faster for these tiny models, and steady on a busy machine."""
+  threads = torch.get_num_threads()
+  torch.set_num_threads(1)
+  try:
+    yield
+  finally:
+    torch.set_num_threads(threads)
 
 
 def run_crosscheck(
@@ -135,29 +152,31 @@ def run_crosscheck(
     torch_record: Callable[[Any], Any] | None = None,
     jax_record: Callable[[Any], Any] | None = None,
 ) -> CrossCheckResult:
-    """Train the same model with a torch optimizer and with ``tx``; compare the parameters.
+  """Train the same model with a torch optimizer and with ``tx``; compare the parameters.
 
-    Args:
-      make_torch_optimizer: called with the list of torch parameters; returns an object with
-        ``.step()``. The harness computes the gradients and assigns ``p.grad`` itself each step.
-      tx: the optax transformation under test. Its step (``tx.update`` with ``params`` plus
-        ``optax.apply_updates``) is ``jax.jit``-compiled once.
-      model: ``"mlp"`` (Linear 8->16, tanh, Linear 16->4) or ``"cnn"`` (Conv2d 3->4 3x3 pad 1,
-        tanh, AvgPool2d(2), Linear 64->4 on 8x8 images). Loss: mean cross-entropy.
-      steps: optimizer steps; batch ``t % 4`` of four fixed batches of 16 is used at step ``t``.
-      dtype: ``"float32"`` or ``"float64"`` (JAX runs under ``jax.enable_x64`` for float64).
-      seed: seeds torch's default parameter initialisation and the data.
-      torch_record: optional ``f(torch_optimizer)``, called after every torch step.
-      jax_record: optional ``f(opt_state)``, called after every JAX step.
-    """
-    if model not in MODELS:
-        raise ValueError(f"model must be one of {MODELS}, got {model!r}")
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
-    torch_dtype = getattr(torch, dtype)
-    batches = _batches(model, seed)
+  Args:
+    make_torch_optimizer: called with the list of torch parameters; returns an object with
+      ``.step()``. The harness computes the gradients and assigns ``p.grad`` itself each step.
+    tx: the optax transformation under test. Its step (``tx.update`` with ``params`` plus
+      ``optax.apply_updates``) is ``jax.jit``-compiled once per call; the gradient function
+      is jitted once per (model, dtype) and reused.
+    model: ``"mlp"`` (Linear 8->16, tanh, Linear 16->4) or ``"cnn"`` (Conv2d 3->4 3x3 pad 1,
+      tanh, AvgPool2d(2), Linear 64->4 on 8x8 images). Loss: mean cross-entropy.
+    steps: optimizer steps; batch ``t % 4`` of four fixed batches of 16 is used at step ``t``.
+    dtype: ``"float32"`` or ``"float64"`` (JAX runs under ``jax.enable_x64`` for float64).
+    seed: seeds torch's default parameter initialisation and the data.
+    torch_record: optional ``f(torch_optimizer)``, called after every torch step.
+    jax_record: optional ``f(opt_state)``, called after every JAX step.
+  """
+  if model not in MODELS:
+    raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+  if dtype not in DTYPES:
+    raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
+  torch_dtype = getattr(torch, dtype)
+  batches = _batches(model, seed)
 
-    # --- torch side
+  # --- torch side
+  with _single_torch_thread():
     torch.manual_seed(seed)
     net = _torch_model(model).to(torch_dtype)
     params = list(net.parameters())
@@ -166,85 +185,84 @@ def run_crosscheck(
     torch_batches = [(torch.tensor(x, dtype=torch_dtype), torch.tensor(y)) for x, y in batches]
     torch_records = []
     for t in range(steps):
-        x, y = torch_batches[t % len(torch_batches)]
-        loss = torch.nn.functional.cross_entropy(net(x), y)
-        grads = torch.autograd.grad(loss, params)
-        with torch.no_grad():
-            for p, g in zip(params, grads):
-                p.grad = g
-        optimizer.step()
-        if torch_record is not None:
-            torch_records.append(torch_record(optimizer))
+      x, y = torch_batches[t % len(torch_batches)]
+      loss = torch.nn.functional.cross_entropy(net(x), y)
+      grads = torch.autograd.grad(loss, params)
+      with torch.no_grad():
+        for p, g in zip(params, grads):
+          p.grad = g
+      optimizer.step()
+      if torch_record is not None:
+        torch_records.append(torch_record(optimizer))
     torch_params = [p.detach().cpu().numpy().copy() for p in params]
 
-    # --- JAX side
-    x64 = jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
-    with x64:
-        loss_fn = _jax_loss(model)
+  # --- JAX side
+  x64 = jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
+  with x64:
+    grad_fn = _jax_grad(model, dtype)
 
-        @jax.jit
-        def train_step(params, opt_state, x, y):
-            grads = jax.grad(loss_fn)(params, x, y)
-            updates, opt_state = tx.update(grads, opt_state, params)
-            return optax.apply_updates(params, updates), opt_state
+    @jax.jit
+    def optimizer_step(params, opt_state, grads):
+      updates, opt_state = tx.update(grads, opt_state, params)
+      return optax.apply_updates(params, updates), opt_state
 
-        jax_params = [jnp.asarray(p, dtype=dtype) for p in initial]
-        jax_batches = [(jnp.asarray(x, dtype=dtype), jnp.asarray(y, jnp.int32)) for x, y in batches]
-        opt_state = tx.init(jax_params)
-        jax_records = []
-        for t in range(steps):
-            x, y = jax_batches[t % len(jax_batches)]
-            jax_params, opt_state = train_step(jax_params, opt_state, x, y)
-            if jax_record is not None:
-                jax_records.append(jax_record(opt_state))
-        jax_params = [np.asarray(p) for p in jax_params]
+    jax_params = [jnp.asarray(p, dtype=dtype) for p in initial]
+    jax_batches = [(jnp.asarray(x, dtype=dtype), jnp.asarray(y, jnp.int32)) for x, y in batches]
+    opt_state = tx.init(jax_params)
+    jax_records = []
+    for t in range(steps):
+      x, y = jax_batches[t % len(jax_batches)]
+      jax_params, opt_state = optimizer_step(jax_params, opt_state, grad_fn(jax_params, x, y))
+      if jax_record is not None:
+        jax_records.append(jax_record(opt_state))
+    jax_params = [np.asarray(p) for p in jax_params]
 
-    return CrossCheckResult(
-        max_abs_param_diff=max_abs_diff(torch_params, jax_params),
-        torch_params=torch_params,
-        jax_params=jax_params,
-        torch_optimizer=optimizer,
-        opt_state=opt_state,
-        torch_records=torch_records,
-        jax_records=jax_records,
-        steps=steps,
-    )
+  return CrossCheckResult(
+      max_abs_param_diff=max_abs_diff(torch_params, jax_params),
+      torch_params=torch_params,
+      jax_params=jax_params,
+      torch_optimizer=optimizer,
+      opt_state=opt_state,
+      torch_records=torch_records,
+      jax_records=jax_records,
+      steps=steps,
+  )
 
 
 # ----------------------------------------------------------------------------- state helpers
 
 
 def max_abs_diff(a: list, b: list) -> float:
-    """Largest elementwise ``|a_i - b_i|`` over two equally long lists of arrays of equal shapes."""
-    if len(a) != len(b):
-        raise ValueError(f"lists differ in length: {len(a)} vs {len(b)}")
-    diffs = []
-    for u, v in zip(a, b):
-        u, v = np.asarray(u), np.asarray(v)
-        if u.shape != v.shape:
-            raise ValueError(f"shapes differ: {u.shape} vs {v.shape}")
-        diffs.append(np.max(np.abs(u.astype(np.float64) - v.astype(np.float64)), initial=0.0))
-    return float(max(diffs, default=0.0))
+  """Largest elementwise ``|a_i - b_i|`` over two equally long lists of arrays of equal shapes."""
+  if len(a) != len(b):
+    raise ValueError(f"lists differ in length: {len(a)} vs {len(b)}")
+  diffs = []
+  for u, v in zip(a, b):
+    u, v = np.asarray(u), np.asarray(v)
+    if u.shape != v.shape:
+      raise ValueError(f"shapes differ: {u.shape} vs {v.shape}")
+    diffs.append(np.max(np.abs(u.astype(np.float64) - v.astype(np.float64)), initial=0.0))
+  return float(max(diffs, default=0.0))
 
 
 def torch_state(torch_optimizer, key: str) -> list:
-    """``torch_optimizer.state[p][key]`` for every parameter, in parameter order, as NumPy."""
-    params = [p for group in torch_optimizer.param_groups for p in group["params"]]
-    return [torch_optimizer.state[p][key].detach().cpu().numpy() for p in params]
+  """``torch_optimizer.state[p][key]`` for every parameter, in parameter order, as NumPy."""
+  params = [p for group in torch_optimizer.param_groups for p in group["params"]]
+  return [torch_optimizer.state[p][key].detach().cpu().numpy() for p in params]
 
 
 def jax_state(opt_state, field: str) -> list:
-    """The per-parameter list stored under the (unique) state field ``field``, as NumPy.
+  """The per-parameter list stored under the (unique) state field ``field``, as NumPy.
 
-    Uses :func:`optax.tree_utils.tree_get`, so ``field`` is a NamedTuple field name such as
-    ``"mu"`` or ``"trace"`` anywhere inside a chained state.
-    """
-    value = optax.tree_utils.tree_get(opt_state, field)
-    if value is None:
-        raise KeyError(f"no field {field!r} in the optimizer state")
-    return [np.asarray(v) for v in value]
+  Uses :func:`optax.tree_utils.tree_get`, so ``field`` is a NamedTuple field name such as
+  ``"mu"`` or ``"trace"`` anywhere inside a chained state.
+  """
+  value = optax.tree_utils.tree_get(opt_state, field)
+  if value is None:
+    raise KeyError(f"no field {field!r} in the optimizer state")
+  return [np.asarray(v) for v in value]
 
 
 def state_diff(torch_optimizer, torch_key: str, opt_state, jax_field: str) -> float:
-    """Max abs difference between torch state ``torch_key`` and optax state field ``jax_field``."""
-    return max_abs_diff(torch_state(torch_optimizer, torch_key), jax_state(opt_state, jax_field))
+  """Max abs difference between torch state ``torch_key`` and optax state field ``jax_field``."""
+  return max_abs_diff(torch_state(torch_optimizer, torch_key), jax_state(opt_state, jax_field))
