@@ -19,5 +19,9 @@ venv: $(BIN)/.installed
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+## make demo: set up .venv, then compare Adam with PhaseShift on CIFAR-10 (DATA_DIR=... picks the data).
+demo: venv
+	$(BIN)/python -m examples.cifar10 compare --optimizers adam,phase_shift --epochs 10 --data-dir $(DATA_DIR) --workdir runs/demo --overwrite
+
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

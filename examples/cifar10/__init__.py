@@ -1,0 +1,1 @@
+"""CIFAR-10 training with Flax NNX: input pipeline, models, optimizers by name, train/compare CLI."""
