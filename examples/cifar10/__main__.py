@@ -162,7 +162,7 @@ def make_parser() -> argparse.ArgumentParser:
       description="Train CNNs on CIFAR-10 with Flax NNX and compare optimizers "
       "(Adam, SGD, PhaseShift, PhaseShift-Adam, the compat families).",
       epilog=f"optimizers: {', '.join(optimizers.names())}")
-  sub = parser.add_subparsers(dest="command", required=True, metavar="{train,compare,optimizers}")
+  sub = parser.add_subparsers(dest="command", required=True, metavar="{train,compare,study,optimizers}")
   train = sub.add_parser("train", help="train one optimizer",
                          description="Train one optimizer; per-epoch metrics go to "
                          "WORKDIR/metrics.jsonl and a checkpoint per epoch to WORKDIR/checkpoints.",
@@ -178,6 +178,8 @@ def make_parser() -> argparse.ArgumentParser:
                        help="comma-separated optimizer names (default adam,phase_shift)")
   _add_common(compare)
   sub.add_parser("optimizers", help="list every optimizer with its default hyperparameters")
+  from examples.cifar10 import study as study_lib  # pylint: disable=import-outside-toplevel
+  study_lib.add_study_parser(sub)
   return parser
 
 
@@ -235,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   if args.command == "optimizers":
     _list_optimizers()
     return 0
+  if args.command == "study":
+    from examples.cifar10 import study as study_lib  # pylint: disable=import-outside-toplevel
+    return study_lib.run_study(args)
 
   from examples.cifar10 import compare, input_pipeline, train  # pylint: disable=import-outside-toplevel
 
