@@ -112,7 +112,7 @@ def _new_stats(num_leaves: int | None) -> dict[str, jax.Array]:
   return stats
 
 
-def _batch_sums(logits, labels, mask):
+def batch_sums(logits, labels, mask):
   """Summed cross-entropy, correct predictions and count over the unmasked rows."""
   ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
   correct = (jnp.argmax(logits, -1) == labels) & mask
@@ -217,7 +217,7 @@ def create_training(config: Config, steps_per_epoch: int, mesh: Mesh | None = No
 
     def loss_fn(model):
       logits = model(x, train=True, mask=mask)
-      loss_sum, correct = _batch_sums(logits, labels, mask)
+      loss_sum, correct = batch_sums(logits, labels, mask)
       return loss_sum / count, (loss_sum, correct)
 
     grads, (loss_sum, correct) = nnx.grad(loss_fn, has_aux=True)(model)
@@ -232,7 +232,7 @@ def create_training(config: Config, steps_per_epoch: int, mesh: Mesh | None = No
   @nnx.jit(donate_argnums=(1,))
   def eval_step(model, stats, images, labels, mask):
     logits = model(input_pipeline.preprocess(images), train=False)
-    loss_sum, correct = _batch_sums(logits, labels, mask)
+    loss_sum, correct = batch_sums(logits, labels, mask)
     return {"loss": stats["loss"] + loss_sum, "correct": stats["correct"] + correct,
             "count": stats["count"] + jnp.sum(mask, dtype=jnp.int32)}
 

@@ -319,7 +319,7 @@ def _make_steps(graphdef: Any, tx: optax.GradientTransformation, augment: bool):
 
     def loss_fn(model):
       logits = model(x, train=True, mask=mask)
-      loss_sum, correct = train._batch_sums(logits, labels, mask)  # pylint: disable=protected-access
+      loss_sum, correct = train.batch_sums(logits, labels, mask)
       return loss_sum / count, (loss_sum, correct)
 
     grads, (loss_sum, correct) = nnx.grad(loss_fn, has_aux=True)(model)
@@ -336,7 +336,7 @@ def _make_steps(graphdef: Any, tx: optax.GradientTransformation, augment: bool):
   def eval_one(state, stats, images, labels, mask):
     model = nnx.merge(graphdef, state["params"], state["rest"])
     logits = model(input_pipeline.preprocess(images), train=False)
-    loss_sum, correct = train._batch_sums(logits, labels, mask)  # pylint: disable=protected-access
+    loss_sum, correct = train.batch_sums(logits, labels, mask)
     return {"loss": stats["loss"] + loss_sum, "correct": stats["correct"] + correct,
             "count": stats["count"] + jnp.sum(mask, dtype=jnp.int32)}
 
