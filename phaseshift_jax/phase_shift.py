@@ -94,6 +94,31 @@ def _init_state(params: optax.Params) -> PhaseShiftState:
   )
 
 
+_UNSTACK_CHUNK = 32  # outputs per reduction: XLA compiles very wide ones slowly
+
+
+def _unstack(vector: jax.Array) -> list[jax.Array]:
+  """The elements of a vector as separate scalars, computed by few XLA instructions.
+
+  ``list(vector)`` would slice each element where it is used, so XLA would fuse a
+  different slice into the update of every leaf, and leaves of one shape could
+  no longer share one compiled kernel (compile time would grow with the number
+  of leaves, not of shapes). A variadic reduction with ``k`` outputs, each the
+  maximum of ``[vector[i], lowest]``, is one kernel whose outputs the update
+  kernels read as plain arguments.
+  """
+  n = vector.shape[0]
+  lowest = (jnp.zeros((), vector.dtype) if vector.dtype == jnp.bool_
+            else jnp.asarray(jnp.iinfo(vector.dtype).min, vector.dtype))
+  pairs = jnp.stack([vector, jnp.full_like(vector, lowest)])  # column i: [vector[i], lowest]
+  scalars: list[jax.Array] = []
+  for start in range(0, n, _UNSTACK_CHUNK):
+    operands = [pairs[:, i] for i in range(start, min(n, start + _UNSTACK_CHUNK))]
+    scalars += jax.lax.reduce(operands, [lowest] * len(operands),
+                              lambda a, b: [jnp.maximum(x, y) for x, y in zip(a, b)], (0,))
+  return scalars
+
+
 def _kick_step(
     grads: optax.Updates,
     state: PhaseShiftState,
@@ -109,6 +134,12 @@ def _kick_step(
   The kick of a leaf is a pair ``(hit, value)``: ``hit`` (a boolean, scalar or
   elementwise) says where ``value`` is added; None where the gradient is None.
   Callers add it with :func:`_add_kick`.
+
+  Cost: the changes take one reduction per large leaf and one per group of small
+  leaves of one shape (:func:`phaseshift_jax.selection.leaf_changes`); the
+  selection works on the vector of ``n`` changes; the kick is fused into each
+  leaf's update. No kernel that touches a leaf depends on the leaf's position in
+  the tree, so XLA compiles one update per distinct leaf shape.
   """
   grad_leaves, treedef = _flatten(grads)
   prev_leaves, prev_treedef = _flatten(state.prev_grads)
@@ -132,26 +163,23 @@ def _kick_step(
 
   dtype = state.shift_change.dtype
   per_element = granularity == "element"
-  if per_element:
-    pairs = [selection_lib.leaf_change_and_argmax(g, h) for g, h in live]
-    changes = [c for c, _ in pairs]
-    elements = [e for _, e in pairs]
-  else:
-    changes = [selection_lib.leaf_change(g, h) for g, h in live]
-  change_vector = jnp.stack([c.astype(dtype) for c in changes]) if live else (
-      jnp.zeros((0,), dtype))
+  change_vector, elements, own_changes = selection_lib.leaf_changes(
+      live, dtype, with_argmax=per_element)
   picked, change = selection_lib.select_leaf(
       change_vector, min_gradient_magnitude, selection)  # index into `live`
+  shifted_leaf = picked
+  shifted_element = jnp.asarray(-1, jnp.int32)
+  targets: list[jax.Array] = []
   if live:
-    shifted_leaf = jnp.where(
-        picked >= 0, jnp.asarray(positions, jnp.int32)[jnp.maximum(picked, 0)], -1)
-  else:
-    shifted_leaf = picked
-  if per_element and live:
-    shifted_element = jnp.where(
-        picked >= 0, jnp.stack(elements)[jnp.maximum(picked, 0)], -1)
-  else:
-    shifted_element = jnp.asarray(-1, jnp.int32)
+    safe = jnp.maximum(picked, 0)
+    shifted_leaf = jnp.where(picked >= 0, jnp.asarray(positions, jnp.int32)[safe], -1)
+    hit_vector = jnp.arange(len(live), dtype=jnp.int32) == picked
+    if per_element:
+      shifted_element = jnp.where(picked >= 0, elements[safe], -1)
+      # Per leaf: the flat index of the element to kick, or -1.
+      targets = _unstack(jnp.where(hit_vector, elements, -1))
+    else:
+      targets = _unstack(hit_vector)
 
   kicks: list[Any] = []
   live_index = 0
@@ -162,19 +190,30 @@ def _kick_step(
     size = jnp.clip(jnp.asarray(threshold, grad.dtype),
                     -jnp.asarray(shift_boundary, grad.dtype),
                     jnp.asarray(shift_boundary, grad.dtype))
-    hit = picked == live_index
+    hit = targets[live_index]
     if per_element:
-      flat_index = jnp.arange(grad.size, dtype=jnp.int32).reshape(grad.shape)
-      hit = hit & (flat_index == elements[live_index])
+      hit = jnp.arange(grad.size, dtype=jnp.int32).reshape(grad.shape) == hit
     kicks.append((hit, jnp.sign(grad) * size))
     live_index += 1
 
-  new_prev = treedef.unflatten([
-      prev if grad is None else grad.astype(prev.dtype) if prev is not None else None
-      for grad, prev in zip(grad_leaves, prev_leaves)])
+  # The new history is the gradients. A leaf reduced alone copies its gradient
+  # once its change is known (the opaque zero depends on it), so the copy
+  # overwrites the old history in place while both are still in cache, instead
+  # of XLA copying the old history aside first. Small leaves reduced in a group
+  # are left to XLA's copies (little data).
+  own = iter(own_changes)
+  new_prev = []
+  for grad, prev in zip(grad_leaves, prev_leaves):
+    if grad is None or prev is None:
+      new_prev.append(prev)
+      continue
+    value, own_change = grad.astype(prev.dtype), next(own)
+    if own_change is not None:
+      value = _copy_after(value, (own_change < 0).astype(jnp.int32))
+    new_prev.append(value)
   new_state = PhaseShiftState(
       count=optax.safe_increment(state.count),
-      prev_grads=new_prev,
+      prev_grads=treedef.unflatten(new_prev),
       shifted_leaf=shifted_leaf.astype(jnp.int32),
       shifted_element=shifted_element.astype(jnp.int32),
       shift_change=change.astype(dtype),
@@ -185,6 +224,26 @@ def _kick_step(
 _SAME_WIDTH_INT = {2: jnp.int16, 4: jnp.int32, 8: jnp.int64}
 
 
+def _or_bits(x: jax.Array, opaque_zero: jax.Array) -> jax.Array:
+  """``x``, bit for bit, but computed as ``x | opaque_zero`` on its bits.
+
+  ``opaque_zero`` is an integer that is always 0 but that XLA cannot prove to be
+  0, so the result depends on it: XLA must round ``x`` to its dtype first, and
+  must compute it after ``opaque_zero``.
+  """
+  int_dtype = _SAME_WIDTH_INT[jnp.dtype(x.dtype).itemsize]
+  return jax.lax.bitcast_convert_type(
+      jax.lax.bitcast_convert_type(x, int_dtype) | opaque_zero.astype(int_dtype), x.dtype)
+
+
+def _copy_after(x: jax.Array, opaque_zero: jax.Array) -> jax.Array:
+  """``x``, computed only once ``opaque_zero`` is (for floats; other dtypes as is)."""
+  if (not jnp.issubdtype(x.dtype, jnp.floating)
+      or jnp.dtype(x.dtype).itemsize not in _SAME_WIDTH_INT):
+    return x
+  return _or_bits(x, opaque_zero)
+
+
 def _add_kick(update: jax.Array, kick: tuple[jax.Array, jax.Array],
               count: jax.Array) -> jax.Array:
   """``update + value`` where ``hit``, else ``update``, in ``update``'s dtype.
@@ -193,15 +252,11 @@ def _add_kick(update: jax.Array, kick: tuple[jax.Array, jax.Array],
   in-place steps do (``p -= lr*g``, then ``p += kick``). XLA on CPU would
   otherwise contract the multiply inside ``update`` and this add into one FMA
   under ``jax.jit`` (openxla/xla#41579), so jitted and eager results would differ
-  in the last bit. The rounding is forced by OR-ing the bits of ``update`` with
-  a zero the compiler cannot prove to be zero (``count >> 31``; the count is
-  never negative), which costs one integer op in the fused loop.
+  in the last bit. The rounding is forced by :func:`_or_bits` with ``count >> 31``
+  (the count is never negative), which costs one integer op in the fused loop.
   """
   hit, value = kick
-  int_dtype = _SAME_WIDTH_INT[jnp.dtype(update.dtype).itemsize]
-  opaque_zero = jax.lax.shift_right_arithmetic(count, jnp.int32(31)).astype(int_dtype)
-  rounded = jax.lax.bitcast_convert_type(
-      jax.lax.bitcast_convert_type(update, int_dtype) | opaque_zero, update.dtype)
+  rounded = _or_bits(update, jax.lax.shift_right_arithmetic(count, jnp.int32(31)))
   return jnp.where(hit, rounded + value, update).astype(update.dtype)
 
 

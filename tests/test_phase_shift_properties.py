@@ -213,3 +213,43 @@ def test_matches_numpy_oracle_on_random_trees(problem, mode):
     assert int(state.shifted_leaf) == shifted
     for a, b in zip(jax.tree.leaves(p_jax), p_np):
       np.testing.assert_allclose(np.asarray(a), b, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("selection,granularity", MODES)
+def test_grouped_small_leaves_and_large_leaves_match_the_oracle(selection, granularity):
+  """Same-shape small leaves (reduced together) and leaves of >= 4096 elements, with ties and NaN."""
+  rng = np.random.default_rng(0)
+  shapes = [(3, 4), (3, 4), (5000,), (3, 4), (4100,), (3, 4)]
+  params = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+  seq = []
+  for t in range(12):
+    scales = rng.permutation(len(shapes)) + 1.0  # a different leaf has the largest change each step
+    grads = [np.round(rng.standard_normal(s) * 4 * c).astype(np.float32) / 4
+             for s, c in zip(shapes, scales)]
+    if t % 3 == 0:
+      grads[-1] *= 20  # the last (grouped) leaf wins: "last" mode kicks it
+    if t % 4 == 1:
+      grads[1] = grads[0].copy()  # a tie between two grouped leaves
+    if t % 4 == 2:
+      grads[2][17] = np.nan  # NaN in a large leaf
+    if t % 4 == 3:
+      grads[3][1, 2] = np.nan  # NaN in a grouped small leaf
+    seq.append(grads)
+  hyper = dict(lr=0.1, threshold=0.25, shift_boundary=0.5, min_gradient_magnitude=0.0)
+  tx = ps.phase_shift(hyper["lr"], hyper["threshold"], hyper["shift_boundary"],
+                      hyper["min_gradient_magnitude"], selection=selection, granularity=granularity)
+  state = tx.init([jnp.asarray(p) for p in params])
+  update = jax.jit(tx.update)
+  p_jax, p_np = [jnp.asarray(p) for p in params], list(params)
+  prev = [np.zeros_like(p) for p in params]
+  kicked = set()
+  for grads in seq:
+    u, state = update([jnp.asarray(g) for g in grads], state)
+    p_jax = [a + b for a, b in zip(p_jax, u)]
+    p_np, prev, shifted = numpy_phase_shift_step(
+        p_np, grads, prev, selection=selection, granularity=granularity, **hyper)
+    assert int(state.shifted_leaf) == shifted
+    kicked.add(shifted)
+    for a, b in zip(p_jax, p_np):
+      np.testing.assert_allclose(np.asarray(a), b, rtol=0, atol=1e-5)
+  assert kicked != {-1}

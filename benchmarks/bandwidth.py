@@ -1,0 +1,87 @@
+"""Copy bandwidth of the device: the yardstick for "fraction of the memory-bandwidth limit".
+
+An elementwise pass over ``n`` float32 values reads and writes ``8 n`` bytes. This
+times such a pass four ways, on the default JAX device:
+
+* ``jax_in_place``: jitted ``x + 1`` with ``x`` donated, so the output overwrites
+  the input (what a donated optimizer step does);
+* ``jax_fresh``: the same without donation, so every call writes a fresh buffer
+  (on CPU the first touch of new pages costs page faults);
+* ``numpy_in_place`` (CPU only): ``np.add(x, 1, out=x)``;
+* ``torch_in_place`` (CPU only): ``x.add_(1)``.
+
+The limit is the fastest in-place figure. Run ``python -m benchmarks.bandwidth``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import timing
+
+
+def _rate(num_bytes: int, stats: dict[str, float]) -> float:
+  return num_bytes / stats["median_s"] / 1e9
+
+
+def copy_bandwidth(num_elements: int, *, warmup: int = 3, steps: int = 20) -> dict[str, Any]:
+  """GB/s of an elementwise pass over ``num_elements`` float32 values, four ways (see module doc)."""
+  num_bytes = 8 * num_elements
+  rates: dict[str, float] = {}
+
+  in_place = jax.jit(lambda x: x + 1, donate_argnums=0)
+  box = [jnp.zeros((num_elements,), jnp.float32)]
+
+  def donated(_):
+    def thunk():
+      box[0] = in_place(box[0])
+      box[0].block_until_ready()
+    return thunk
+
+  rates["jax_in_place"] = _rate(num_bytes, timing.median_seconds(donated, warmup=warmup,
+                                                                 steps=steps))
+  fresh = jax.jit(lambda x: x + 1)
+  x = jnp.zeros((num_elements,), jnp.float32)
+  rates["jax_fresh"] = _rate(num_bytes, timing.median_seconds(
+      lambda _: lambda: fresh(x).block_until_ready(), warmup=warmup, steps=steps))
+  del box, x
+
+  if jax.default_backend() == "cpu":
+    a = np.zeros(num_elements, np.float32)
+    rates["numpy_in_place"] = _rate(num_bytes, timing.median_seconds(
+        lambda _: functools.partial(np.add, a, 1, out=a), warmup=warmup, steps=steps))
+    try:
+      import torch  # pylint: disable=import-outside-toplevel
+    except ImportError:
+      pass
+    else:
+      t = torch.zeros(num_elements, dtype=torch.float32)
+      rates["torch_in_place"] = _rate(num_bytes, timing.median_seconds(
+          lambda _: functools.partial(t.add_, 1), warmup=warmup, steps=steps))
+  limit = max(v for k, v in rates.items() if k.endswith("in_place"))
+  return {"elements": num_elements, "bytes_per_pass": num_bytes, "gbps": rates,
+          "limit_gbps": limit}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--elements", type=int, nargs="+", default=[1_000_000, 10_000_000],
+                      help="array sizes (float32 elements)")
+  parser.add_argument("--steps", type=int, default=20)
+  args = parser.parse_args(argv)
+  result = {"environment": timing.environment(),
+            "bandwidth": [copy_bandwidth(n, steps=args.steps) for n in args.elements]}
+  for row in result["bandwidth"]:
+    rates = ", ".join(f"{k} {v:.1f}" for k, v in row["gbps"].items())
+    print(f"{row['elements']:>11,} float32: {rates} GB/s -> limit {row['limit_gbps']:.1f} GB/s")
+  return result
+
+
+if __name__ == "__main__":
+  main()

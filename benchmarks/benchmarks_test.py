@@ -1,0 +1,105 @@
+"""Smoke test of the benchmarks: tiny sizes, every contender runs, the results have their schema.
+
+No speed is asserted here (speed is what the benchmarks report). The torch
+contenders are checked against ``phase_shift`` for a few steps, so that the
+benchmarks time implementations that compute the same thing.
+"""
+
+import json
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import phaseshift_jax
+from benchmarks import compile_time
+from benchmarks import contenders
+from benchmarks import end_to_end
+from benchmarks import memory
+from benchmarks import report
+from benchmarks import step_cost
+from benchmarks import timing
+from benchmarks import torch_contenders
+from benchmarks import trees
+
+TINY = trees.synthetic_shapes(3, 600)  # 1 layer (kernel + bias) and a vector
+
+
+@pytest.fixture(scope="module")
+def results():
+  quiet = lambda _: None
+  return {
+      "environment": timing.environment(),
+      "step_cost": step_cost.run([(3, 600)], [], steps=2, warmup=1, log=quiet),
+      "compile_time": compile_time.run([2, 3], total=600, repeats=1, log=quiet),
+      "memory": memory.run(3, 600),
+      "end_to_end": end_to_end.run(batch_size=4, names=("sgd", "phase_shift"), width=4,
+                                   steps=1, warmup=1, log=quiet),
+  }
+
+
+def test_every_contender_ran(results):
+  jax_names, notes = contenders.all_contenders()
+  assert not notes, notes  # the compat optimizers import in this checkout
+  (case,) = results["step_cost"]["cases"]
+  assert set(case["results"]) == set(jax_names) | set(torch_contenders.CONTENDERS)
+  for name, row in case["results"].items():
+    assert row["steps"] == 2, name
+    assert 0 < row["p10_s"] <= row["median_s"] <= row["p90_s"], name
+    assert row["fraction_of_limit"] > 0, name
+    assert row["vs_optax.sgd"] > 0 and row["vs_optax.adam"] > 0, name
+  assert case["results"]["optax.sgd"]["vs_optax.sgd"] == 1.0
+  assert case["results"]["phase_shift"]["bytes_per_param"] == 20  # read g, h, p; write p, h
+  assert case["results"]["optax.adam"]["bytes_per_param"] == 28
+  assert case["bandwidth"]["limit_gbps"] > 0
+  assert (case["leaves"], case["params"]) == trees.count(TINY)
+
+
+def test_other_parts(results):
+  for case in results["compile_time"]["cases"]:
+    assert set(case["results"]) == set(compile_time.CONTENDERS)
+    assert all(row["seconds"] > 0 for row in case["results"].values())
+  rows = results["memory"]["optimizers"]
+  assert rows["phase_shift"]["bytes_per_param"] == pytest.approx(4, abs=0.1)
+  assert rows["with_phase_shift(adam)"]["bytes_per_param"] == pytest.approx(12, abs=0.1)
+  assert rows["torch original-style PhaseShift"]["bytes_per_param"] == pytest.approx(8, abs=0.1)
+  e2e = results["end_to_end"]["optimizers"]
+  assert set(e2e) == {"sgd", "phase_shift"}
+  assert all(0 < row["optimizer_share"] and row["images_per_s"] > 0 for row in e2e.values())
+
+
+def test_json_and_report(results):
+  loaded = json.loads(json.dumps(results))
+  text = report.markdown(loaded)
+  for heading in ("Step time", "relative to optax.sgd", "memory-bandwidth limit",
+                  "Compile time", "Optimizer state", "End-to-end", "Targets"):
+    assert heading in text
+  assert loaded["environment"]["versions"]["jax"] == jax.__version__
+  assert {c["target"].split(": ")[-1] for c in report.targets(loaded)} >= {
+      "phase_shift <= 0.8x optax.adam", "phase_shift <= 1.8x optax.sgd"}
+
+
+@pytest.mark.parametrize("name, selection", [
+    ("torch original-style PhaseShift", "last"), ("torch foreach PhaseShift", "argmax")])
+def test_torch_contenders_match_phase_shift(name, selection):
+  shapes = trees.synthetic_shapes(5, 900)  # the last leaf is "scale", a vector
+  params = trees.random_tree(shapes, 0)
+  grads = [trees.random_tree(shapes, seed) for seed in (1, 2, 3)]
+  for g in grads:  # large changes on the last leaf, so that "last" kicks too
+    g["scale"] = 10 * g["scale"]
+  tx = phaseshift_jax.phase_shift(contenders.LR, selection=selection, **contenders.KICK)
+  state = tx.init(params)
+  torch_params = [t.requires_grad_() for t in torch_contenders.tensors(jax.tree.leaves(params))]
+  optimizer = torch_contenders.CONTENDERS[name](torch_params)
+  kicked = 0
+  for g in grads + grads:
+    updates, state = tx.update(g, state, params)
+    params = optax.apply_updates(params, updates)
+    for p, t in zip(torch_params, torch_contenders.tensors(jax.tree.leaves(g))):
+      p.grad = t
+    optimizer.step()
+    kicked += int(state.shifted_leaf) >= 0
+  assert kicked >= 3, "the comparison must exercise the kick"
+  for a, b in zip(jax.tree.leaves(params), torch_params):
+    np.testing.assert_allclose(np.asarray(a), b.detach().numpy(), rtol=0, atol=1e-6)

@@ -1,0 +1,109 @@
+"""The JAX optimizers the benchmarks compare, by name, and their jitted donated step.
+
+Every contender is an ``optax`` transformation with the usual defaults for the
+hyperparameters that do not change the cost of a step. The PhaseShift kick is
+``threshold = shift_boundary = 1e-3`` with ``min_gradient_magnitude = 0``, so a leaf
+is kicked at (nearly) every step, which is the most work a step can do.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import optax
+
+import phaseshift_jax
+
+LR = 1e-3
+KICK = {"threshold": 1e-3, "shift_boundary": 1e-3, "min_gradient_magnitude": 0.0}
+
+# The contenders the ratios are taken against.
+BASELINES = ("optax.sgd", "optax.adam")
+
+
+def _phase_shift(selection: str, granularity: str) -> Callable[[], optax.GradientTransformation]:
+  return lambda: phaseshift_jax.phase_shift(LR, selection=selection, granularity=granularity,
+                                            **KICK)
+
+
+def io_floor(factory: Callable[[], optax.GradientTransformation]
+             ) -> Callable[[], optax.GradientTransformation]:
+  """A diagnostic: a step with the inputs and outputs of ``factory()`` that does no work.
+
+  Its updates are the gradients (so applying them is one elementwise pass, like
+  SGD's) and its state passes through untouched: what JAX's dispatch of a jitted
+  step with that many input and output arrays costs at the least.
+  """
+  def make():
+    tx = factory()
+    return optax.GradientTransformation(tx.init, lambda updates, state, params=None: (
+        updates, state))
+  return make
+
+
+BUILTIN: dict[str, Callable[[], optax.GradientTransformation]] = {
+    "optax.sgd": lambda: optax.sgd(LR),
+    "optax.adam": lambda: optax.adam(LR),
+    "phase_shift": _phase_shift("argmax", "tensor"),
+    "phase_shift[last]": _phase_shift("last", "tensor"),
+    "phase_shift[element]": _phase_shift("argmax", "element"),
+    "phase_shift[last,element]": _phase_shift("last", "element"),
+    "with_phase_shift(adam)": lambda: phaseshift_jax.with_phase_shift(optax.adam(LR), **KICK),
+    "floor[phase_shift I/O]": io_floor(_phase_shift("argmax", "tensor")),
+}
+
+# phaseshift_jax.compat.<family>.<function>, built with its defaults and lr=LR.
+COMPAT: dict[str, tuple[str, ...]] = {
+    "torch": ("sgd", "adagrad", "rmsprop", "adam", "adamw"),
+    "minima": ("sgd", "adagrad", "rmsprop", "adam"),
+    "miniai": ("sgd", "adam", "adam_with_annealing"),
+}
+
+
+def compat_contenders() -> tuple[dict[str, Callable[[], optax.GradientTransformation]], list[str]]:
+  """The compat optimizers that import, and a note for each family that does not."""
+  found: dict[str, Callable[[], optax.GradientTransformation]] = {}
+  notes: list[str] = []
+  for family, functions in COMPAT.items():
+    try:
+      module = importlib.import_module(f"phaseshift_jax.compat.{family}")
+    except ImportError as e:
+      notes.append(f"phaseshift_jax.compat.{family} skipped: {e}")
+      continue
+    for fn_name in functions:
+      fn = getattr(module, fn_name, None)
+      if fn is None:
+        notes.append(f"phaseshift_jax.compat.{family}.{fn_name} skipped: not defined")
+        continue
+      found[f"compat.{family}.{fn_name}"] = functools.partial(fn, lr=LR)
+  return found, notes
+
+
+def all_contenders(include_compat: bool = True
+                   ) -> tuple[dict[str, Callable[[], optax.GradientTransformation]], list[str]]:
+  """Name -> factory of every JAX contender, and notes on the ones skipped."""
+  if not include_compat:
+    return dict(BUILTIN), []
+  compat, notes = compat_contenders()
+  return {**BUILTIN, **compat}, notes
+
+
+def make_step(tx: optax.GradientTransformation) -> Callable[[Any, Any, Any], tuple[Any, Any]]:
+  """``step(params, opt_state, grads) -> (params, opt_state)``: jitted update + apply_updates.
+
+  Params and optimizer state are donated (as a training step should donate them:
+  on CPU, writing into a fresh buffer costs page faults, several times the work
+  of writing in place). JAX pairs each donated input with the output of its
+  shape in order, so the new params and state take the old ones' buffers.
+  """
+
+  @functools.partial(jax.jit, donate_argnums=(0, 1))
+  def step(params, opt_state, grads):
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  return step
