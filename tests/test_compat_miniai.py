@@ -7,19 +7,10 @@ import pytest
 
 from phaseshift_jax.compat import miniai
 from tests.crosscheck import torch_reference_miniai as ref
-from tests.crosscheck.checks import OptimizerCase, check_case
+from tests.crosscheck.checks import case, check_case
 from tests.crosscheck.harness import MODELS
 
 POST_LR = 6e-3  # the learning rate the post trains with; miniai's optimizers have no default
-
-
-def case(name, torch_cls, ours_fn, state=(), **kwargs):
-  return OptimizerCase(
-      name=name,
-      make_torch=lambda params: torch_cls(params, **kwargs),
-      make_tx=lambda: ours_fn(**kwargs),
-      state=state,
-  )
 
 
 ADAM = (("avg", "mu"), ("sqr_avg", "nu"))

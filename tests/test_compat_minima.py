@@ -6,17 +6,8 @@ import pytest
 
 from phaseshift_jax.compat import minima
 from tests.crosscheck import torch_reference_minima as ref
-from tests.crosscheck.checks import OptimizerCase, check_case
+from tests.crosscheck.checks import case, check_case
 from tests.crosscheck.harness import MODELS
-
-
-def case(name, torch_cls, ours_fn, state=(), **kwargs):
-  return OptimizerCase(
-      name=name,
-      make_torch=lambda params: torch_cls(params, **kwargs),
-      make_tx=lambda: ours_fn(**kwargs),
-      state=state,
-  )
 
 
 ADAM = (("exp_avg", "mu"), ("exp_avg_sq", "nu"))

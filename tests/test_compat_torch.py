@@ -8,19 +8,10 @@ import pytest
 import torch
 
 from phaseshift_jax.compat import torch as ours
-from tests.crosscheck.checks import OptimizerCase, check_case
+from tests.crosscheck.checks import case, check_case
 from tests.crosscheck.harness import MODELS
 
 O = torch.optim
-
-
-def case(name, torch_cls, ours_fn, state=(), **kwargs):
-  return OptimizerCase(
-      name=name,
-      make_torch=lambda params: torch_cls(params, **kwargs),
-      make_tx=lambda: ours_fn(**kwargs),
-      state=state,
-  )
 
 
 MOMENTUM = (("momentum_buffer", "trace"),)

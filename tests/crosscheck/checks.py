@@ -33,6 +33,16 @@ class OptimizerCase:
     return self.name
 
 
+def case(name: str, torch_cls, ours_fn, state: tuple = (), **kwargs) -> OptimizerCase:
+  """The case of ``torch_cls(params, **kwargs)`` against ``ours_fn(**kwargs)``: the same arguments."""
+  return OptimizerCase(
+      name=name,
+      make_torch=lambda params: torch_cls(params, **kwargs),
+      make_tx=lambda: ours_fn(**kwargs),
+      state=state,
+  )
+
+
 def check_case(case: OptimizerCase, model: str, config) -> None:
   """Cross-check ``case`` on ``model`` for both dtypes; add a report line; assert tolerances."""
   param_diffs, failures = {}, []
