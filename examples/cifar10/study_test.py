@@ -17,6 +17,8 @@ from optuna.trial import TrialState
 from examples.cifar10 import input_pipeline as ip
 from examples.cifar10 import optimizers
 from examples.cifar10 import study
+from examples.cifar10 import study_space
+from examples.cifar10 import study_storage
 from examples.cifar10 import train
 from examples.cifar10 import vmapped_trials as vt
 
@@ -139,20 +141,20 @@ def test_four_trials_side_by_side_equal_four_trials_one_by_one():
 # ---------------------------------------------------------------------------- study
 
 
-def _settings(**kw) -> study.Settings:
-  return study.Settings(**{"epochs": 1, "width": 8, "batch_size": 32, **kw})
+def _settings(**kw) -> study_space.Settings:
+  return study_space.Settings(**{"epochs": 1, "width": 8, "batch_size": 32, **kw})
 
 
 def test_workers_never_start_more_than_n_trials(tmp_path):
-  storage = study.make_storage(f"sqlite:///{tmp_path / 's.db'}", 30, 90)
+  storage = study_storage.make_storage(f"sqlite:///{tmp_path / 's.db'}", 30, 90)
   settings = _settings()
-  study.open_study(storage, "s", settings, "phase_shift")
+  study_storage.open_study(storage, "s", settings, "phase_shift")
   started: list[int] = []
   lock = threading.Lock()
 
   def worker():
     handle = optuna.load_study(study_name="s", storage=storage)
-    while (trial := study.next_trial(handle, 3, "phase_shift", settings)) is not None:
+    while (trial := study_storage.next_trial(handle, 3, "phase_shift", settings)) is not None:
       with lock:
         started.append(trial.number)
 
@@ -167,15 +169,15 @@ def test_workers_never_start_more_than_n_trials(tmp_path):
   assert len(running) == 3
   assert all(t.user_attrs.get("surplus") for t in trials if t.state != TrialState.RUNNING)
   for t in running:
-    assert set(t.params) == set(study.SEARCH_SPACES["phase_shift"])
+    assert set(t.params) == set(study_space.SEARCH_SPACES["phase_shift"])
     assert t.user_attrs["seed"] == t.number
 
 
 def test_a_study_resumed_with_other_settings_is_refused(tmp_path):
-  storage = study.make_storage(f"sqlite:///{tmp_path / 's.db'}", 30, 90)
-  study.open_study(storage, "s", _settings(), "adam")
-  with pytest.raises(study.StudyError, match="settings"):
-    study.open_study(storage, "s", _settings(epochs=2), "adam")
+  storage = study_storage.make_storage(f"sqlite:///{tmp_path / 's.db'}", 30, 90)
+  study_storage.open_study(storage, "s", _settings(), "adam")
+  with pytest.raises(study_space.StudyError, match="settings"):
+    study_storage.open_study(storage, "s", _settings(epochs=2), "adam")
 
 
 def _args(workdir: Path, *flags: str) -> argparse.Namespace:
@@ -193,7 +195,7 @@ def test_study_stops_resumes_after_a_kill_and_reports(tmp_path):
   common = ("--optimizers", "adam,phase_shift", "--trials", "3")
   # A worker that stops after two trials per optimizer: no report yet.
   assert study.run_study(_args(workdir, *common, "--worker-trials", "2")) == 0
-  storage = study.make_storage(f"sqlite:///{workdir / 'study.db'}", 1, 2)
+  storage = study_storage.make_storage(f"sqlite:///{workdir / 'study.db'}", 1, 2)
   handles = {n: optuna.load_study(study_name=f"cifar10-{n}", storage=storage)
              for n in ("adam", "phase_shift")}
   for handle in handles.values():
@@ -201,21 +203,21 @@ def test_study_stops_resumes_after_a_kill_and_reports(tmp_path):
   assert not (workdir / "results.md").exists()
 
   # A worker killed right after starting phase_shift's third trial: RUNNING, one heartbeat.
-  settings = study.Settings(**handles["phase_shift"].user_attrs["settings"])
-  killed = study.next_trial(handles["phase_shift"], 3, "phase_shift", settings)
+  settings = study_space.Settings(**handles["phase_shift"].user_attrs["settings"])
+  killed = study_storage.next_trial(handles["phase_shift"], 3, "phase_shift", settings)
 
   # The rerun trains side by side (the study does not depend on how trials are run).
   assert study.run_study(_args(workdir, *common, "--side-by-side", "2",
                                "--heartbeat-interval", "1", "--grace-period", "2")) == 0
   for name, handle in handles.items():
     trials = handle.get_trials()
-    finished = [t for t in trials if t.state in study.FINISHED]
+    finished = [t for t in trials if t.state in study_storage.FINISHED]
     assert len(finished) == 3, name
     assert len({t.user_attrs["seed"] for t in finished}) == 3, name
   ps = handles["phase_shift"].get_trials()
   assert ps[killed.number].state == TrialState.FAIL
   retry = [t for t in ps if t.system_attrs.get("failed_trial") == killed.number]
-  assert len(retry) == 1 and retry[0].state in study.FINISHED
+  assert len(retry) == 1 and retry[0].state in study_storage.FINISHED
   assert retry[0].params == killed.params
   assert retry[0].user_attrs["seed"] == killed.user_attrs["seed"]
 

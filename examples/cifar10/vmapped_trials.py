@@ -23,17 +23,15 @@ plain ones, so on CPU each convolution gets a batching rule (``conv_batching=
 runs the K plain convolutions in the same program. Accelerators keep the grouped
 convolution (``"native"``). Either way the values are those of the plain convolution.
 
-Run ``python -m examples.cifar10.vmapped_trials --data-dir DIR`` to time K trials side
-by side against the same K trials trained one by one with :mod:`train`.
+Run ``python -m benchmarks.side_by_side --data-dir DIR`` to time K trials side by
+side against the same K trials trained one by one with :mod:`train`.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import inspect
-import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -376,73 +374,3 @@ def train_side_by_side(
     if callback is not None and callback(epoch, [h[-1] for h in histories]):
       break
   return histories
-
-
-# ---------------------------------------------------------------------------- benchmark
-
-
-def benchmark(configs: Sequence[train.Config],
-              data: tuple[input_pipeline.Split, input_pipeline.Split],
-              conv_batching: str = "auto") -> dict[str, float]:
-  """Wall seconds of the trials one by one (:mod:`train`) and side by side, compiles included.
-
-  Also the steady epoch time of all trials (median over epochs after the first)
-  and, per metric, the largest difference between the two ways.
-  """
-  start = time.perf_counter()
-  one_by_one = [train.train_and_evaluate(c, data, log=None) for c in configs]
-  sequential = time.perf_counter() - start
-  start = time.perf_counter()
-  side = train_side_by_side(configs, data, conv_batching=conv_batching)
-  vmapped = time.perf_counter() - start
-
-  def steady(histories, scale):  # Seconds of one epoch of all trials.
-    epochs = [m["train_seconds"] + m["eval_seconds"] for h in histories for m in h[1:]]
-    return float(np.median(epochs)) * scale if epochs else math.nan
-
-  result = {"trials": len(configs), "one_by_one_seconds": sequential,
-            "side_by_side_seconds": vmapped, "speedup": sequential / vmapped,
-            "one_by_one_epoch_seconds": steady(one_by_one, len(configs)),
-            "side_by_side_epoch_seconds": steady(side, 1)}
-  for key in ("train_loss", "train_accuracy", "test_loss", "test_accuracy"):
-    result[f"max_difference_{key}"] = max(
-        abs(a[key] - b[key]) for h1, h2 in zip(one_by_one, side) for a, b in zip(h1, h2))
-  return result
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-  parser = argparse.ArgumentParser(
-      prog="python -m examples.cifar10.vmapped_trials",
-      description="Time K trials trained side by side against the same K one by one.")
-  parser.add_argument("--data-dir", default=None, help="directory holding cifar-10-batches-py")
-  parser.add_argument("--optimizer", default="adam")
-  parser.add_argument("--trials", type=int, default=4)
-  parser.add_argument("--epochs", type=int, default=2)
-  parser.add_argument("--batch-size", type=int, default=128)
-  parser.add_argument("--width", type=int, default=None)
-  parser.add_argument("--train-size", type=int, default=None,
-                      help="use the first N training images (default all)")
-  parser.add_argument("--validation-fraction", type=float, default=0.2)
-  parser.add_argument("--conv-batching", choices=CONV_BATCHING, default="auto")
-  parser.add_argument("--seed", type=int, default=0)
-  args = parser.parse_args(argv)
-  train_split, _ = input_pipeline.load_cifar10(args.data_dir, download=args.data_dir is None)
-  if args.train_size:
-    train_split = input_pipeline.Split(train_split.images[:args.train_size],
-                                       train_split.labels[:args.train_size])
-  data = input_pipeline.split_validation(train_split, args.validation_fraction, args.seed)
-  # The trials differ in seed and learning rate (from a tenth of the default to the default).
-  default = optimizers.resolve(args.optimizer)["learning_rate"]
-  rates = np.geomspace(default / 10, default, args.trials)
-  configs = [train.Config(optimizer=args.optimizer, hparams={"learning_rate": float(lr)},
-                          epochs=args.epochs, batch_size=args.batch_size, width=args.width,
-                          seed=args.seed + k) for k, lr in enumerate(rates)]
-  result = benchmark(configs, data, args.conv_batching)
-  print(f"backend {jax.default_backend()}, {len(data[0])} training images, "
-        f"{args.epochs} epochs, {args.optimizer}")
-  for key, value in result.items():
-    print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
-
-
-if __name__ == "__main__":
-  main()
