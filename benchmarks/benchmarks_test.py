@@ -13,6 +13,7 @@ import optax
 import pytest
 
 import phaseshift_jax
+from benchmarks import breakdown
 from benchmarks import compile_time
 from benchmarks import contenders
 from benchmarks import end_to_end
@@ -103,3 +104,23 @@ def test_torch_contenders_match_phase_shift(name, selection):
   assert kicked >= 3, "the comparison must exercise the kick"
   for a, b in zip(jax.tree.leaves(params), torch_params):
     np.testing.assert_allclose(np.asarray(a), b.detach().numpy(), rtol=0, atol=1e-6)
+
+
+def test_breakdown_times_every_part_and_its_variants_compute_what_they_claim():
+  (case,) = breakdown.run([(3, 600)], warmup=1, steps=2, log=lambda _: None)
+  assert set(case["parts"]) == set(breakdown.PARTS)
+  assert case["parts"]["optax.sgd"]["vs_sgd"] == 1.0
+  assert "| phase_shift |" in breakdown.table([case])
+  params = trees.random_tree(TINY, 0)
+  g = trees.random_tree(TINY, 1)
+  full = phaseshift_jax.phase_shift(contenders.LR, **contenders.KICK)
+  u_full, s_full = full.update(g, full.init(params))
+  tx = breakdown.without_history_write()
+  state = tx.init(params)
+  u, s = tx.update(g, state)
+  jax.tree.map(np.testing.assert_array_equal, u, u_full)  # the same updates...
+  jax.tree.map(np.testing.assert_array_equal, s.prev_grads, state.prev_grads)  # ...old history
+  tx = breakdown.sgd_with_history_write()
+  u, s = tx.update(g, tx.init(params))
+  jax.tree.map(np.testing.assert_array_equal, s.prev_grads, s_full.prev_grads)
+  jax.tree.map(np.testing.assert_allclose, u, jax.tree.map(lambda x: -contenders.LR * x, g))

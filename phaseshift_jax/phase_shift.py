@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from phaseshift_jax import history as history_lib
 from phaseshift_jax import selection as selection_lib
 
 _NOT_A_LEAF = (type(None),)
@@ -24,8 +25,10 @@ class PhaseShiftState(NamedTuple):
 
   Attributes:
     count: number of steps taken, ``int32`` scalar.
-    prev_grads: the gradients of the previous step (zeros before the first), with
-      the structure and dtypes of the params.
+    history: the gradients of the previous step (zeros before the first), in the
+      dtypes of the params, as a :class:`~phaseshift_jax.history.GradientHistory`
+      (small leaves stacked, so that a step takes and returns few arrays); the
+      property ``prev_grads`` gives them as a tree of the params' structure.
     shifted_leaf: index of the leaf kicked in the last step, in the flattening
       order of ``prev_grads`` (``jax.tree.leaves``), or ``-1``; ``int32``.
     shifted_element: with ``granularity="element"``, the flat index of the kicked
@@ -35,10 +38,15 @@ class PhaseShiftState(NamedTuple):
   """
 
   count: jax.Array
-  prev_grads: optax.Updates
+  history: history_lib.GradientHistory
   shifted_leaf: jax.Array
   shifted_element: jax.Array
   shift_change: jax.Array
+
+  @property
+  def prev_grads(self) -> optax.Updates:
+    """The previous step's gradients as a tree of the params' structure."""
+    return self.history.as_tree()
 
 
 class WithPhaseShiftState(NamedTuple):
@@ -87,7 +95,7 @@ def _init_state(params: optax.Params) -> PhaseShiftState:
   leaves, _ = _flatten(params)
   return PhaseShiftState(
       count=jnp.zeros([], jnp.int32),
-      prev_grads=jax.tree.map(jnp.zeros_like, params),
+      history=history_lib.GradientHistory.zeros_like(params),
       shifted_leaf=jnp.asarray(-1, jnp.int32),
       shifted_element=jnp.asarray(-1, jnp.int32),
       shift_change=jnp.zeros([], _common_dtype(leaves)),
@@ -135,36 +143,73 @@ def _kick_step(
   elementwise) says where ``value`` is added; None where the gradient is None.
   Callers add it with :func:`_add_kick`.
 
-  Cost: the changes take one reduction per large leaf and one per group of small
-  leaves of one shape (:func:`phaseshift_jax.selection.leaf_changes`); the
-  selection works on the vector of ``n`` changes; the kick is fused into each
-  leaf's update. No kernel that touches a leaf depends on the leaf's position in
-  the tree, so XLA compiles one update per distinct leaf shape.
+  Cost: the changes take one reduction per large leaf and one per stack of small
+  leaves of one shape (see :mod:`phaseshift_jax.history`); the selection works on
+  the vector of ``n`` changes; the kick is fused into each leaf's update. No update
+  kernel depends on the leaf's position in the tree, so XLA compiles one update
+  per distinct leaf shape.
   """
   grad_leaves, treedef = _flatten(grads)
-  prev_leaves, prev_treedef = _flatten(state.prev_grads)
-  if treedef != prev_treedef:
-    raise ValueError(
-        f"{name}: the gradient tree's structure differs from the structure the "
-        "optimizer state was initialised with (did the params change shape or "
-        f"nesting since init?).\n  gradients: {treedef}\n  state:     {prev_treedef}"
-    )
-  # Leaves that carry a gradient, as positions in the state's leaf order
-  # (jax.tree.leaves(prev_grads), which skips None).
-  positions, live = [], []
-  position = 0
-  for grad, prev in zip(grad_leaves, prev_leaves):
-    if prev is None:
-      continue
-    if grad is not None:
-      positions.append(position)
-      live.append((grad, prev))
-    position += 1
+  history = state.history
+  history.check_structure(treedef, grad_leaves, name)
+  slots = history.layout.slots
+  # Leaves that carry a gradient (`live`), and each leaf's index in the state's
+  # leaf order (jax.tree.leaves(prev_grads), which skips None).
+  live = [p for p, (grad, slot) in enumerate(zip(grad_leaves, slots))
+          if grad is not None and slot is not None]
+  state_index = {p: i for i, p in enumerate(p for p, slot in enumerate(slots)
+                                            if slot is not None)}
 
   dtype = state.shift_change.dtype
   per_element = granularity == "element"
-  change_vector, elements, own_changes = selection_lib.leaf_changes(
-      live, dtype, with_argmax=per_element)
+  order, change_parts, element_parts = [], [], []
+  new_own, new_stacks = list(history.own), list(history.stacks)
+  # A large leaf: one reduction; its new history is its gradient, copied once its
+  # change is known (the opaque zero depends on it), so the copy overwrites the
+  # old history in place instead of XLA copying the old history aside first.
+  for p in live:
+    slot = slots[p]
+    if slot[0] != history_lib.OWN:
+      continue
+    grad, prev = grad_leaves[p], history.own[slot[1]]
+    if per_element:
+      value, element = selection_lib.leaf_change_and_argmax(grad, prev)
+      element_parts.append(element[None])
+    else:
+      value = selection_lib.leaf_change(grad, prev)
+    order.append(p)
+    change_parts.append(value[None].astype(dtype))
+    new_own[slot[1]] = _copy_after(grad.astype(prev.dtype), (value < 0).astype(jnp.int32))
+  # Small leaves of one shape: one reduction over the stack, then the stacked
+  # gradients written over the stack in place, again once the changes are known.
+  for s, positions in enumerate(history.stacked_groups()):
+    rows = [(j, p) for j, p in enumerate(positions) if grad_leaves[p] is not None]
+    if not rows:
+      continue
+    stack = history.stacks[s]
+    prev = stack if len(rows) == len(positions) else stack[np.asarray([j for j, _ in rows])]
+    values, elements = selection_lib.row_changes(
+        jnp.stack([grad_leaves[p] for _, p in rows]), prev, with_argmax=per_element)
+    order += [p for _, p in rows]
+    change_parts.append(values.astype(dtype))
+    if per_element:
+      element_parts.append(elements)
+    opaque_zero = (values[0] < 0).astype(jnp.int32)
+    if len(rows) == len(positions):
+      stack = jnp.stack([_copy_after(grad_leaves[p].astype(stack.dtype), opaque_zero)
+                         for _, p in rows])
+    else:  # rows without a gradient keep their history (one update per row: rare)
+      for j, p in rows:
+        stack = jax.lax.dynamic_update_index_in_dim(
+            stack, _copy_after(grad_leaves[p].astype(stack.dtype), opaque_zero), j, 0)
+    new_stacks[s] = stack
+
+  if live:
+    inverse = np.argsort(np.asarray([live.index(p) for p in order]))
+    change_vector = jnp.concatenate(change_parts)[inverse]
+    elements = jnp.concatenate(element_parts)[inverse] if per_element else None
+  else:
+    change_vector, elements = jnp.zeros((0,), dtype), None
   picked, change = selection_lib.select_leaf(
       change_vector, min_gradient_magnitude, selection)  # index into `live`
   shifted_leaf = picked
@@ -172,7 +217,8 @@ def _kick_step(
   targets: list[jax.Array] = []
   if live:
     safe = jnp.maximum(picked, 0)
-    shifted_leaf = jnp.where(picked >= 0, jnp.asarray(positions, jnp.int32)[safe], -1)
+    shifted_leaf = jnp.where(
+        picked >= 0, jnp.asarray([state_index[p] for p in live], jnp.int32)[safe], -1)
     hit_vector = jnp.arange(len(live), dtype=jnp.int32) == picked
     if per_element:
       shifted_element = jnp.where(picked >= 0, elements[safe], -1)
@@ -183,8 +229,8 @@ def _kick_step(
 
   kicks: list[Any] = []
   live_index = 0
-  for grad, prev in zip(grad_leaves, prev_leaves):
-    if grad is None or prev is None:
+  for grad, slot in zip(grad_leaves, slots):
+    if grad is None or slot is None:
       kicks.append(None)
       continue
     size = jnp.clip(jnp.asarray(threshold, grad.dtype),
@@ -196,24 +242,9 @@ def _kick_step(
     kicks.append((hit, jnp.sign(grad) * size))
     live_index += 1
 
-  # The new history is the gradients. A leaf reduced alone copies its gradient
-  # once its change is known (the opaque zero depends on it), so the copy
-  # overwrites the old history in place while both are still in cache, instead
-  # of XLA copying the old history aside first. Small leaves reduced in a group
-  # are left to XLA's copies (little data).
-  own = iter(own_changes)
-  new_prev = []
-  for grad, prev in zip(grad_leaves, prev_leaves):
-    if grad is None or prev is None:
-      new_prev.append(prev)
-      continue
-    value, own_change = grad.astype(prev.dtype), next(own)
-    if own_change is not None:
-      value = _copy_after(value, (own_change < 0).astype(jnp.int32))
-    new_prev.append(value)
   new_state = PhaseShiftState(
       count=optax.safe_increment(state.count),
-      prev_grads=treedef.unflatten(new_prev),
+      history=history_lib.GradientHistory(new_own, new_stacks, history.layout),
       shifted_leaf=shifted_leaf.astype(jnp.int32),
       shifted_element=shifted_element.astype(jnp.int32),
       shift_change=change.astype(dtype),

@@ -1,0 +1,144 @@
+"""Where a PhaseShift step's time goes: its passes over memory timed one by one.
+
+A PhaseShift step must (1) reduce ``max|g - h|`` per leaf, reading ``g`` and ``h``,
+(2) update the params, reading ``g`` and ``p`` and writing ``p``, which can only
+start once the selection (a function of every leaf's reduction) is known, and
+(3) write the new history ``h <- g``. XLA fuses none of these into another, so
+this times, in one interleaved run on the same tree:
+
+* ``optax.sgd``: pass (2) alone, the yardstick;
+* ``reduction``: pass (1) alone (the per-leaf changes, nothing written);
+* ``phase_shift without history write``: (1) + (2), the state's history left as it was
+  (wrong as an optimizer; only for timing);
+* ``sgd + history write``: (2) + (3) with no reduction;
+* ``phase_shift``: the whole step.
+
+Run ``python -m benchmarks.breakdown --sizes 10x10000000,1000x1000000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+import phaseshift_jax
+from benchmarks import contenders
+from benchmarks import step_cost
+from benchmarks import timing
+from benchmarks import trees
+from phaseshift_jax import history as history_lib
+from phaseshift_jax import selection
+
+
+def _phase_shift() -> optax.GradientTransformation:
+  return phaseshift_jax.phase_shift(contenders.LR, **contenders.KICK)
+
+
+def without_history_write() -> optax.GradientTransformation:
+  """PhaseShift whose returned state keeps the old history (for timing only)."""
+  tx = _phase_shift()
+
+  def update(updates, state, params=None):
+    new_updates, new_state = tx.update(updates, state, params)
+    return new_updates, new_state._replace(history=state.history)
+
+  return optax.GradientTransformation(tx.init, update)
+
+
+def sgd_with_history_write() -> optax.GradientTransformation:
+  """SGD's updates with PhaseShift's state, whose history gets the gradients (no reduction)."""
+  tx = _phase_shift()
+
+  def update(updates, state, params=None):
+    del params
+    own = iter(state.history.own)
+    stacks = list(state.history.stacks)
+    leaves = jax.tree.leaves(updates)
+    new_own = [g.astype(next(own).dtype) for g, slot in zip(leaves, state.history.layout.slots)
+               if slot is not None and slot[0] == history_lib.OWN]
+    for s, positions in enumerate(state.history.stacked_groups()):
+      stacks[s] = jnp.stack([leaves[p] for p in positions]).astype(stacks[s].dtype)
+    new_history = history_lib.GradientHistory(new_own, stacks, state.history.layout)
+    return (jax.tree.map(lambda g: -contenders.LR * g, updates),
+            state._replace(history=new_history))
+
+  return optax.GradientTransformation(tx.init, update)
+
+
+def reduction_only() -> optax.GradientTransformation:
+  """SGD's state and no update at all: only the per-leaf changes, returned in the state."""
+
+  def init(params):
+    return (jnp.zeros([], jnp.int32),
+            jax.tree.map(jnp.zeros_like, params), jnp.zeros([len(jax.tree.leaves(params))]))
+
+  def update(updates, state, params=None):
+    del params
+    count, prev, _ = state
+    changes = jnp.stack([selection.leaf_change(g, h) for g, h in
+                         zip(jax.tree.leaves(updates), jax.tree.leaves(prev))])
+    return jax.tree.map(jnp.zeros_like, updates), (count, prev, changes)
+
+  return optax.GradientTransformation(init, update)
+
+
+PARTS: dict[str, Callable[[], optax.GradientTransformation]] = {
+    "optax.sgd": lambda: optax.sgd(contenders.LR),
+    "reduction": reduction_only,
+    "phase_shift without history write": without_history_write,
+    "sgd + history write": sgd_with_history_write,
+    "phase_shift": _phase_shift,
+}
+
+
+def run(sizes, *, warmup: int = 5, steps: int = 30, log: Callable[[str], None] = print
+        ) -> list[dict[str, Any]]:
+  """The parts on each tree: median ms and the ratio to ``optax.sgd``."""
+  cases = []
+  for num_leaves, total in sizes:
+    shapes = trees.synthetic_shapes(num_leaves, total)
+    grads = [trees.random_tree(shapes, seed) for seed in (1, 2)]
+    runners = {}
+    for name, factory in PARTS.items():
+      runners[name] = step_cost.jax_runner(factory, shapes, grads)
+      runners[name](0)()
+    stats = timing.interleaved_medians(runners, warmup=warmup, steps=steps)
+    sgd = stats["optax.sgd"]["median_s"]
+    label = f"{num_leaves} leaves, {trees.count(shapes)[1] / 1e6:.1f}M"
+    rows = {name: {"median_ms": s["median_s"] * 1e3, "vs_sgd": s["median_s"] / sgd}
+            for name, s in stats.items()}
+    cases.append({"label": label, "parts": rows})
+    for name, row in rows.items():
+      log(f"  {label}: {name:36s} {row['median_ms']:8.3f} ms  {row['vs_sgd']:5.2f}x sgd")
+  return cases
+
+
+def table(cases: list[dict[str, Any]]) -> str:
+  labels = [c["label"] for c in cases]
+  lines = ["| part | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
+  for name in PARTS:
+    cells = [f"{c['parts'][name]['median_ms']:.3g} ms ({c['parts'][name]['vs_sgd']:.2f}x)"
+             for c in cases]
+    lines.append(f"| {name} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--sizes", default="10x10000000,100x10000000,1000x1000000",
+                      help="comma-separated LEAVESxPARAMS")
+  parser.add_argument("--steps", type=int, default=30)
+  parser.add_argument("--warmup", type=int, default=5)
+  args = parser.parse_args(argv)
+  cases = run(step_cost.parse_sizes(args.sizes), warmup=args.warmup, steps=args.steps)
+  print(table(cases))
+  return cases
+
+
+if __name__ == "__main__":
+  main()
