@@ -127,41 +127,16 @@ def _unstack(vector: jax.Array) -> list[jax.Array]:
   return scalars
 
 
-def _kick_step(
-    grads: optax.Updates,
-    state: PhaseShiftState,
-    threshold: jax.typing.ArrayLike,
-    shift_boundary: jax.typing.ArrayLike,
-    min_gradient_magnitude: jax.typing.ArrayLike,
-    selection: str,
-    granularity: str,
-    name: str,
-) -> tuple[list[Any], Any, PhaseShiftState]:
-  """The kick for every leaf and the next state.
+def _changes_and_new_history(
+    grad_leaves: list[Any], history: history_lib.GradientHistory, live: list[int],
+    dtype: jnp.dtype, per_element: bool,
+) -> tuple[jax.Array, jax.Array | None, history_lib.GradientHistory]:
+  """The change of every live leaf (in ``live`` order), their arg-max elements, the new history.
 
-  The kick of a leaf is a pair ``(hit, value)``: ``hit`` (a boolean, scalar or
-  elementwise) says where ``value`` is added; None where the gradient is None.
-  Callers add it with :func:`_add_kick`.
-
-  Cost: the changes take one reduction per large leaf and one per stack of small
-  leaves of one shape (see :mod:`phaseshift_jax.history`); the selection works on
-  the vector of ``n`` changes; the kick is fused into each leaf's update. No update
-  kernel depends on the leaf's position in the tree, so XLA compiles one update
-  per distinct leaf shape.
+  ``live`` are the flattened positions of the leaves with a gradient. A leaf
+  without one keeps its history.
   """
-  grad_leaves, treedef = _flatten(grads)
-  history = state.history
-  history.check_structure(treedef, grad_leaves, name)
   slots = history.layout.slots
-  # Leaves that carry a gradient (`live`), and each leaf's index in the state's
-  # leaf order (jax.tree.leaves(prev_grads), which skips None).
-  live = [p for p, (grad, slot) in enumerate(zip(grad_leaves, slots))
-          if grad is not None and slot is not None]
-  state_index = {p: i for i, p in enumerate(p for p, slot in enumerate(slots)
-                                            if slot is not None)}
-
-  dtype = state.shift_change.dtype
-  per_element = granularity == "element"
   order, change_parts, element_parts = [], [], []
   new_own, new_stacks = list(history.own), list(history.stacks)
   # A large leaf: one reduction; its new history is its gradient, copied once its
@@ -204,12 +179,53 @@ def _kick_step(
             stack, _copy_after(grad_leaves[p].astype(stack.dtype), opaque_zero), j, 0)
     new_stacks[s] = stack
 
-  if live:
-    inverse = np.argsort(np.asarray([live.index(p) for p in order]))
-    change_vector = jnp.concatenate(change_parts)[inverse]
-    elements = jnp.concatenate(element_parts)[inverse] if per_element else None
-  else:
-    change_vector, elements = jnp.zeros((0,), dtype), None
+  new_history = history_lib.GradientHistory(new_own, new_stacks, history.layout)
+  if not live:
+    return jnp.zeros((0,), dtype), None, new_history
+  live_index = {p: i for i, p in enumerate(live)}
+  inverse = np.argsort(np.asarray([live_index[p] for p in order]))
+  change_vector = jnp.concatenate(change_parts)[inverse]
+  elements = jnp.concatenate(element_parts)[inverse] if per_element else None
+  return change_vector, elements, new_history
+
+
+def _kick_step(
+    grads: optax.Updates,
+    state: PhaseShiftState,
+    threshold: jax.typing.ArrayLike,
+    shift_boundary: jax.typing.ArrayLike,
+    min_gradient_magnitude: jax.typing.ArrayLike,
+    selection: str,
+    granularity: str,
+    name: str,
+) -> tuple[list[Any], Any, PhaseShiftState]:
+  """The kick for every leaf and the next state.
+
+  The kick of a leaf is a pair ``(hit, value)``: ``hit`` (a boolean, scalar or
+  elementwise) says where ``value`` is added; None where the gradient is None.
+  Callers add it with :func:`_add_kick`.
+
+  Cost: the changes take one reduction per large leaf and one per stack of small
+  leaves of one shape (see :mod:`phaseshift_jax.history`); the selection works on
+  the vector of ``n`` changes; the kick is fused into each leaf's update. No update
+  kernel depends on the leaf's position in the tree, so XLA compiles one update
+  per distinct leaf shape.
+  """
+  grad_leaves, treedef = _flatten(grads)
+  history = state.history
+  history.check_structure(treedef, grad_leaves, name)
+  slots = history.layout.slots
+  # Leaves that carry a gradient (`live`), and each leaf's index in the state's
+  # leaf order (jax.tree.leaves(prev_grads), which skips None).
+  live = [p for p, (grad, slot) in enumerate(zip(grad_leaves, slots))
+          if grad is not None and slot is not None]
+  state_index = {p: i for i, p in enumerate(p for p, slot in enumerate(slots)
+                                            if slot is not None)}
+
+  dtype = state.shift_change.dtype
+  per_element = granularity == "element"
+  change_vector, elements, new_history = _changes_and_new_history(
+      grad_leaves, history, live, dtype, per_element)
   picked, change = selection_lib.select_leaf(
       change_vector, min_gradient_magnitude, selection)  # index into `live`
   shifted_leaf = picked
@@ -244,7 +260,7 @@ def _kick_step(
 
   new_state = PhaseShiftState(
       count=optax.safe_increment(state.count),
-      history=history_lib.GradientHistory(new_own, new_stacks, history.layout),
+      history=new_history,
       shifted_leaf=shifted_leaf.astype(jnp.int32),
       shifted_element=shifted_element.astype(jnp.int32),
       shift_change=change.astype(dtype),
