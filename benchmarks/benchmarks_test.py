@@ -19,6 +19,7 @@ from benchmarks import contenders
 from benchmarks import end_to_end
 from benchmarks import memory
 from benchmarks import report
+from benchmarks import side_by_side
 from benchmarks import step_cost
 from benchmarks import timing
 from benchmarks import torch_contenders
@@ -124,3 +125,14 @@ def test_breakdown_times_every_part_and_its_variants_compute_what_they_claim():
   u, s = tx.update(g, tx.init(params))
   jax.tree.map(np.testing.assert_array_equal, s.prev_grads, s_full.prev_grads)
   jax.tree.map(np.testing.assert_allclose, u, jax.tree.map(lambda x: -contenders.LR * x, g))
+
+
+def test_side_by_side_step_times_run_for_tiny_trials():
+  from examples.cifar10 import train  # pylint: disable=import-outside-toplevel
+  configs = [train.Config(optimizer="phase_shift", hparams={"learning_rate": lr}, batch_size=8,
+                          width=4, seed=k) for k, lr in enumerate((0.01, 0.1))]
+  result = side_by_side.step_times(configs, steps=2, warmup=1)
+  assert result["trials"] == 2
+  assert result["one_by_one_step_ms"] > 0 and result["side_by_side_step_ms"] > 0
+  assert result["step_speedup"] == pytest.approx(
+      result["one_by_one_step_ms"] / result["side_by_side_step_ms"])

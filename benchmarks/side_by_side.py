@@ -8,7 +8,14 @@ the CIFAR-10 training set: one after the other with
 of each way (compiles included), the speedup, the steady time of one epoch of all K
 trials each way, and per metric the largest difference between the two ways.
 
+With ``--steps-only`` (no data needed) it times just the train step instead: one
+step of the K trials side by side against one step of each of the K trials alone
+(:func:`examples.cifar10.train.create_training`), on the same random batch,
+interleaved in rounds (:func:`benchmarks.timing.interleaved_medians`), so both see
+the same machine load.
+
 ``python -m benchmarks.side_by_side --data-dir DIR --trials 4 --epochs 3 --validation-fraction 0.2``
+``python -m benchmarks.side_by_side --steps-only --trials 4``
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+from benchmarks import timing
 from examples.cifar10 import input_pipeline
 from examples.cifar10 import optimizers
 from examples.cifar10 import train
@@ -56,6 +64,47 @@ def benchmark(configs: Sequence[train.Config],
   return result
 
 
+def step_times(configs: Sequence[train.Config], *, steps: int = 30, warmup: int = 3,
+               conv_batching: str = "auto") -> dict[str, float]:
+  """Median ms of one train step of all K trials: side by side, and one by one.
+
+  Each round runs K single steps (one per trial, each trial with its own jitted
+  step, as :mod:`train` builds them) and one side-by-side step, in shuffled
+  order; the batch is the same random ``uint8`` batch for every trial.
+  """
+  k, batch_size = len(configs), configs[0].batch_size
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (k, batch_size, 32, 32, 3), dtype=np.uint8)
+  labels = rng.integers(0, 10, (k, batch_size)).astype(np.int32)
+  mask = np.ones((k, batch_size), bool)
+  alone = [train.create_training(c, steps_per_epoch=100) for c in configs]
+  alone_stats = [t.new_train_stats() for t in alone]
+  together = vmapped_trials.SideBySide.create(configs, 100, conv_batching)
+  together_stats = [vmapped_trials._zero_stats(k)]  # pylint: disable=protected-access
+
+  def one_by_one(_):
+    def thunk():
+      for i, t in enumerate(alone):
+        alone_stats[i], loss = t.train_step(t.model, t.optimizer, alone_stats[i],
+                                            images[i], labels[i], mask[i])
+        jax.block_until_ready(loss)
+    return thunk
+
+  def side_by_side(_):
+    def thunk():
+      together.state, together_stats[0] = together.train_step(
+          together.state, together_stats[0], images, labels, mask)
+      jax.block_until_ready(together_stats[0])
+    return thunk
+
+  stats = timing.interleaved_medians({"one_by_one": one_by_one, "side_by_side": side_by_side},
+                                     warmup=warmup, steps=steps)
+  alone_ms = stats["one_by_one"]["median_s"] * 1e3
+  together_ms = stats["side_by_side"]["median_s"] * 1e3
+  return {"trials": k, "one_by_one_step_ms": alone_ms, "side_by_side_step_ms": together_ms,
+          "step_speedup": alone_ms / together_ms}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
   parser = argparse.ArgumentParser(
       prog="python -m benchmarks.side_by_side",
@@ -71,18 +120,26 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument("--validation-fraction", type=float, default=0.2)
   parser.add_argument("--conv-batching", choices=vmapped_trials.CONV_BATCHING, default="auto")
   parser.add_argument("--seed", type=int, default=0)
+  parser.add_argument("--steps-only", action="store_true",
+                      help="time one train step each way on a random batch (no data needed)")
   args = parser.parse_args(argv)
-  train_split, _ = input_pipeline.load_cifar10(args.data_dir, download=args.data_dir is None)
-  if args.train_size:
-    train_split = input_pipeline.Split(train_split.images[:args.train_size],
-                                       train_split.labels[:args.train_size])
-  data = input_pipeline.split_validation(train_split, args.validation_fraction, args.seed)
   # The trials differ in seed and learning rate (from a tenth of the default to the default).
   default = optimizers.resolve(args.optimizer)["learning_rate"]
   rates = np.geomspace(default / 10, default, args.trials)
   configs = [train.Config(optimizer=args.optimizer, hparams={"learning_rate": float(lr)},
                           epochs=args.epochs, batch_size=args.batch_size, width=args.width,
                           seed=args.seed + k) for k, lr in enumerate(rates)]
+  if args.steps_only:
+    result = step_times(configs, conv_batching=args.conv_batching)
+    print(f"backend {jax.default_backend()}, batch {args.batch_size} per trial, {args.optimizer}")
+    for key, value in result.items():
+      print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
+    return
+  train_split, _ = input_pipeline.load_cifar10(args.data_dir, download=args.data_dir is None)
+  if args.train_size:
+    train_split = input_pipeline.Split(train_split.images[:args.train_size],
+                                       train_split.labels[:args.train_size])
+  data = input_pipeline.split_validation(train_split, args.validation_fraction, args.seed)
   result = benchmark(configs, data, args.conv_batching)
   print(f"backend {jax.default_backend()}, {len(data[0])} training images, "
         f"{args.epochs} epochs, {args.optimizer}")
