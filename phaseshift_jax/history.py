@@ -155,3 +155,29 @@ class GradientHistory:
       if slot is not None and slot[0] == STACKED:
         groups[slot[1]].append(position)
     return groups
+
+
+def _register_flax_serialization() -> None:
+  """Lets ``flax.serialization`` (``to_bytes``, ``to_state_dict``) save and restore a history.
+
+  Flax is optional here; without it there is nothing to register. The state dict
+  is ``{"own": {...}, "stacks": {...}}``; the layout comes from the target.
+  """
+  try:
+    from flax import serialization  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return
+
+  def to_state_dict(history: GradientHistory) -> dict[str, Any]:
+    return {"own": serialization.to_state_dict(list(history.own)),
+            "stacks": serialization.to_state_dict(list(history.stacks))}
+
+  def from_state_dict(target: GradientHistory, state: dict[str, Any]) -> GradientHistory:
+    return GradientHistory(serialization.from_state_dict(list(target.own), state["own"]),
+                           serialization.from_state_dict(list(target.stacks), state["stacks"]),
+                           target.layout)
+
+  serialization.register_serialization_state(GradientHistory, to_state_dict, from_state_dict)
+
+
+_register_flax_serialization()

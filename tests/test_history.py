@@ -90,3 +90,12 @@ def test_gradient_history_is_exported_for_annotations():
   assert ps.GradientHistory is history.GradientHistory
   assert isinstance(optax.tree_utils.tree_get(
       ps.phase_shift(0.1, **HYPER).init(params()), "history"), history.GradientHistory)
+
+
+def test_flax_serialization_round_trip():
+  serialization = pytest.importorskip("flax.serialization")
+  tx = ps.phase_shift(0.1, **HYPER)
+  _, state = tx.update(grads(0), tx.init(params()))
+  restored = serialization.from_bytes(tx.init(params()), serialization.to_bytes(state))
+  chex.assert_trees_all_equal(restored, state)
+  assert restored.history.layout == state.history.layout
