@@ -130,15 +130,23 @@ def _unstack(vector: jax.Array) -> list[jax.Array]:
 def _changes_and_new_history(
     grad_leaves: list[Any], history: history_lib.GradientHistory, live: list[int],
     dtype: jnp.dtype, per_element: bool,
-) -> tuple[jax.Array, jax.Array | None, history_lib.GradientHistory]:
+) -> tuple[jax.Array, jax.Array | None, list[list[Any]], list[Any]]:
   """The change of every live leaf (in ``live`` order), their arg-max elements, the new history.
 
   ``live`` are the flattened positions of the leaves with a gradient. A leaf
   without one keeps its history.
+
+  Returns ``(changes, elements, new_own, new_stacks)``. With ``per_element``, a
+  leaf with an array of its own gets no arg-max here (its entry in ``elements``
+  is -1) and no new history: ``new_own[i]`` is ``[live index, grad, prev]`` for
+  :func:`_own_elements` to finish once the picked leaf is known, so that only
+  that leaf pays for an arg-max pass.
   """
   slots = history.layout.slots
   order, change_parts, element_parts = [], [], []
-  new_own, new_stacks = list(history.own), list(history.stacks)
+  new_own: list[Any] = list(history.own)
+  new_stacks = list(history.stacks)
+  live_index = {p: i for i, p in enumerate(live)}
   # A large leaf: one reduction; its new history is its gradient, copied once its
   # change is known (the opaque zero depends on it), so the copy overwrites the
   # old history in place instead of XLA copying the old history aside first.
@@ -147,14 +155,14 @@ def _changes_and_new_history(
     if slot[0] != history_lib.OWN:
       continue
     grad, prev = grad_leaves[p], history.own[slot[1]]
-    if per_element:
-      value, element = selection_lib.leaf_change_and_argmax(grad, prev)
-      element_parts.append(element[None])
-    else:
-      value = selection_lib.leaf_change(grad, prev)
+    value = selection_lib.leaf_change(grad, prev)
     order.append(p)
     change_parts.append(value[None].astype(dtype))
-    new_own[slot[1]] = _copy_after(grad.astype(prev.dtype), (value < 0).astype(jnp.int32))
+    if per_element:
+      element_parts.append(jnp.full([1], -1, jnp.int32))
+      new_own[slot[1]] = [live_index[p], grad, prev]
+    else:
+      new_own[slot[1]] = _copy_after(grad.astype(prev.dtype), (value < 0).astype(jnp.int32))
   # Small leaves of one shape: one reduction over the stack, then the stacked
   # gradients written over the stack in place, again once the changes are known.
   for s, positions in enumerate(history.stacked_groups()):
@@ -179,14 +187,39 @@ def _changes_and_new_history(
             stack, _copy_after(grad_leaves[p].astype(stack.dtype), opaque_zero), j, 0)
     new_stacks[s] = stack
 
-  new_history = history_lib.GradientHistory(new_own, new_stacks, history.layout)
   if not live:
-    return jnp.zeros((0,), dtype), None, new_history
-  live_index = {p: i for i, p in enumerate(live)}
+    return jnp.zeros((0,), dtype), None, new_own, new_stacks
   inverse = np.argsort(np.asarray([live_index[p] for p in order]))
   change_vector = jnp.concatenate(change_parts)[inverse]
   elements = jnp.concatenate(element_parts)[inverse] if per_element else None
-  return change_vector, elements, new_history
+  return change_vector, elements, new_own, new_stacks
+
+
+def _own_elements(new_own: list[Any], elements: jax.Array, hits: list[jax.Array]
+                  ) -> tuple[jax.Array, list[Any]]:
+  """Element mode: the arg-max of the picked leaf if it has an array of its own.
+
+  Each such leaf runs its arg-max pass under ``lax.cond`` on whether it was
+  picked (under ``jax.vmap`` both branches run, as before), and its new history
+  is written after that pass, in place. ``new_own`` and ``elements`` are those of
+  :func:`_changes_and_new_history`; ``hits[i]`` says whether live leaf ``i`` was
+  picked.
+  """
+  done, indices, found = [], [], []
+  for entry in new_own:
+    if not isinstance(entry, list):
+      done.append(entry)
+      continue
+    i, grad, prev = entry
+    element = jax.lax.cond(
+        hits[i], lambda g, h: selection_lib.leaf_change_and_argmax(g, h)[1],
+        lambda g, h: jnp.asarray(-1, jnp.int32), grad, prev)
+    indices.append(i)
+    found.append(element)
+    done.append(_copy_after(grad.astype(prev.dtype), (element < -1).astype(jnp.int32)))
+  if indices:
+    elements = elements.at[np.asarray(indices)].set(jnp.stack(found))
+  return elements, done
 
 
 def _kick_step(
@@ -224,7 +257,7 @@ def _kick_step(
 
   dtype = state.shift_change.dtype
   per_element = granularity == "element"
-  change_vector, elements, new_history = _changes_and_new_history(
+  change_vector, elements, new_own, new_stacks = _changes_and_new_history(
       grad_leaves, history, live, dtype, per_element)
   picked, change = selection_lib.select_leaf(
       change_vector, min_gradient_magnitude, selection)  # index into `live`
@@ -237,6 +270,7 @@ def _kick_step(
         picked >= 0, jnp.asarray([state_index[p] for p in live], jnp.int32)[safe], -1)
     hit_vector = jnp.arange(len(live), dtype=jnp.int32) == picked
     if per_element:
+      elements, new_own = _own_elements(new_own, elements, _unstack(hit_vector))
       shifted_element = jnp.where(picked >= 0, elements[safe], -1)
       # Per leaf: the flat index of the element to kick, or -1.
       targets = _unstack(jnp.where(hit_vector, elements, -1))
@@ -260,7 +294,7 @@ def _kick_step(
 
   new_state = PhaseShiftState(
       count=optax.safe_increment(state.count),
-      history=new_history,
+      history=history_lib.GradientHistory(new_own, new_stacks, history.layout),
       shifted_leaf=shifted_leaf.astype(jnp.int32),
       shifted_element=shifted_element.astype(jnp.int32),
       shift_change=change.astype(dtype),
