@@ -26,17 +26,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-import phaseshift_jax
 from benchmarks import contenders
+from benchmarks import report
 from benchmarks import step_cost
 from benchmarks import timing
 from benchmarks import trees
-from phaseshift_jax import history as history_lib
 from phaseshift_jax import selection
 
-
-def _phase_shift() -> optax.GradientTransformation:
-  return phaseshift_jax.phase_shift(contenders.LR, **contenders.KICK)
+_phase_shift = contenders.BUILTIN["phase_shift"]
 
 
 def without_history_write() -> optax.GradientTransformation:
@@ -56,16 +53,15 @@ def sgd_with_history_write() -> optax.GradientTransformation:
 
   def update(updates, state, params=None):
     del params
-    own = iter(state.history.own)
-    stacks = list(state.history.stacks)
     leaves = jax.tree.leaves(updates)
-    new_own = [g.astype(next(own).dtype) for g, slot in zip(leaves, state.history.layout.slots)
-               if slot is not None and slot[0] == history_lib.OWN]
-    for s, positions in enumerate(state.history.stacked_groups()):
-      stacks[s] = jnp.stack([leaves[p] for p in positions]).astype(stacks[s].dtype)
-    new_history = history_lib.GradientHistory(new_own, stacks, state.history.layout)
-    return (jax.tree.map(lambda g: -contenders.LR * g, updates),
-            state._replace(history=new_history))
+    groups = state.history.stacked_groups()
+    stacked = {p for group in groups for p in group}
+    # The history's arrays in its pytree order: the large leaves' own, then the stacks.
+    new = ([g for p, g in enumerate(leaves) if p not in stacked]
+           + [jnp.stack([leaves[p] for p in group]) for group in groups])
+    old, treedef = jax.tree.flatten(state.history)
+    history = treedef.unflatten([g.astype(h.dtype) for g, h in zip(new, old)])
+    return jax.tree.map(lambda g: -contenders.LR * g, updates), state._replace(history=history)
 
   return optax.GradientTransformation(tx.init, update)
 
@@ -88,7 +84,7 @@ def reduction_only() -> optax.GradientTransformation:
 
 
 PARTS: dict[str, Callable[[], optax.GradientTransformation]] = {
-    "optax.sgd": lambda: optax.sgd(contenders.LR),
+    "optax.sgd": contenders.BUILTIN["optax.sgd"],
     "reduction": reduction_only,
     "phase_shift without history write": without_history_write,
     "sgd + history write": sgd_with_history_write,
@@ -102,11 +98,10 @@ def run(sizes, *, warmup: int = 5, steps: int = 30, log: Callable[[str], None] =
   cases = []
   for num_leaves, total in sizes:
     shapes = trees.synthetic_shapes(num_leaves, total)
+    params = trees.random_tree(shapes, 0)
     grads = [trees.random_tree(shapes, seed) for seed in (1, 2)]
-    runners = {}
-    for name, factory in PARTS.items():
-      runners[name] = step_cost.jax_runner(factory, shapes, grads)
-      runners[name](0)()
+    runners = {name: step_cost.jax_runner(factory, params, grads)
+               for name, factory in PARTS.items()}
     stats = timing.interleaved_medians(runners, warmup=warmup, steps=steps)
     sgd = stats["optax.sgd"]["median_s"]
     label = f"{num_leaves} leaves, {trees.count(shapes)[1] / 1e6:.1f}M"
@@ -119,23 +114,20 @@ def run(sizes, *, warmup: int = 5, steps: int = 30, log: Callable[[str], None] =
 
 
 def table(cases: list[dict[str, Any]]) -> str:
-  labels = [c["label"] for c in cases]
-  lines = ["| part | " + " | ".join(labels) + " |", "|---" * (len(labels) + 1) + "|"]
-  for name in PARTS:
-    cells = [f"{c['parts'][name]['median_ms']:.3g} ms ({c['parts'][name]['vs_sgd']:.2f}x)"
-             for c in cases]
-    lines.append(f"| {name} | " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+  rows = [[name] + [f"{c['parts'][name]['median_ms']:.3g} ms ({c['parts'][name]['vs_sgd']:.2f}x)"
+                    for c in cases] for name in PARTS]
+  return report.markdown_table(["part"] + [c["label"] for c in cases], rows)
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--sizes", default="10x10000000,100x10000000,1000x1000000",
+  parser.add_argument("--sizes", type=step_cost.parse_sizes,
+                      default="10x10000000,100x10000000,1000x1000000",
                       help="comma-separated LEAVESxPARAMS")
   parser.add_argument("--steps", type=int, default=30)
   parser.add_argument("--warmup", type=int, default=5)
   args = parser.parse_args(argv)
-  cases = run(step_cost.parse_sizes(args.sizes), warmup=args.warmup, steps=args.steps)
+  cases = run(args.sizes, warmup=args.warmup, steps=args.steps)
   print(table(cases))
   return cases
 

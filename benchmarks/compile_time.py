@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
-import numpy as np
 
 from benchmarks import contenders
 from benchmarks import timing
@@ -30,8 +29,7 @@ CONTENDERS = ("optax.sgd", "optax.adam", "phase_shift", "phase_shift[element]",
 def compile_seconds(factory: Callable[[], Any], shapes: trees.Shapes, repeats: int
                     ) -> dict[str, float]:
   """Median seconds to lower and to compile a fresh donated step, over ``repeats`` builds."""
-  params = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s, np.float32), shapes,
-                        is_leaf=trees.is_shape)
+  params = trees.abstract_tree(shapes)
   lower_s, compile_s = [], []
   for _ in range(repeats):
     tx = factory()

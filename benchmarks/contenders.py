@@ -38,11 +38,7 @@ def io_floor(factory: Callable[[], optax.GradientTransformation]
   SGD's) and its state passes through untouched: what JAX's dispatch of a jitted
   step with that many input and output arrays costs at the least.
   """
-  def make():
-    tx = factory()
-    return optax.GradientTransformation(tx.init, lambda updates, state, params=None: (
-        updates, state))
-  return make
+  return lambda: optax.GradientTransformation(factory().init, optax.identity().update)
 
 
 BUILTIN: dict[str, Callable[[], optax.GradientTransformation]] = {

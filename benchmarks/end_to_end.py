@@ -17,6 +17,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from benchmarks import step_cost
 from benchmarks import timing
 from benchmarks import trees
 
@@ -38,10 +39,9 @@ def _train_runner(name: str, model: str, batch_size: int, width: int | None
 
   def run_once(_):
     def thunk():
-      out = training.train_step(training.model, training.optimizer, box[0], images, labels,
-                                mask)
-      box[0] = out[0] if isinstance(out, tuple) else out  # (stats, loss) or stats
-      jax.block_until_ready(out)
+      box[0], loss = training.train_step(training.model, training.optimizer, box[0], images,
+                                         labels, mask)
+      loss.block_until_ready()  # all outputs of one execution are ready together
     return thunk
 
   return run_once
@@ -54,9 +54,9 @@ def run(model: str = "cnn", batch_size: int = 128, names=OPTIMIZERS, *, width: i
   ``width`` is the model's first-layer width (None: the model's default).
   """
   from examples.cifar10 import optimizers  # pylint: disable=import-outside-toplevel
-  from benchmarks import step_cost  # pylint: disable=import-outside-toplevel
 
   shapes = trees.model_shapes(model, width)
+  params = trees.random_tree(shapes, 0)
   grads = [trees.random_tree(shapes, seed) for seed in (1, 2)]
   runners: dict[str, Callable[[int], Callable[[], Any]]] = {}
   notes: list[str] = []
@@ -66,10 +66,9 @@ def run(model: str = "cnn", batch_size: int = 128, names=OPTIMIZERS, *, width: i
     except ValueError as e:  # e.g. a compat optimizer whose module is missing
       notes.append(f"{name} skipped: {e}")
       continue
+    runners[f"train {name}"](0)()  # compile before timing (jax_runner compiles its own)
     runners[f"optimizer {name}"] = step_cost.jax_runner(
-        lambda name=name: optimizers.create(name), shapes, grads)
-  for runner in runners.values():
-    runner(0)()  # compile before timing
+        lambda name=name: optimizers.create(name), params, grads)
   stats = timing.interleaved_medians(runners, warmup=warmup, steps=steps)
   rows = {}
   for name in names:

@@ -11,26 +11,19 @@ total. Run ``python -m benchmarks.memory``.
 from __future__ import annotations
 
 import argparse
-import math
 from typing import Any
 
 import jax
-import numpy as np
 
 from benchmarks import contenders
 from benchmarks import timing
 from benchmarks import trees
 
 
-def _nbytes(tree: Any) -> int:
-  return int(sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)))
-
-
 def jax_state_bytes(factory, shapes: trees.Shapes) -> int:
   """Bytes of the optimizer state of ``factory()`` for a float32 tree of these shapes."""
-  params = jax.tree.map(lambda s: jax.ShapeDtypeStruct(s, np.float32), shapes,
-                        is_leaf=trees.is_shape)
-  return _nbytes(jax.eval_shape(factory().init, params))
+  state = jax.eval_shape(factory().init, trees.abstract_tree(shapes))
+  return int(sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state)))
 
 
 def torch_state_bytes(factory, shapes: trees.Shapes, steps: int = 3) -> int:

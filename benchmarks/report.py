@@ -17,7 +17,7 @@ FOREACH = "torch foreach PhaseShift"
 MAX_VS_ADAM, MAX_VS_SGD, MIN_VS_ORIGINAL, MAX_COMPILE_VS_ADAM = 0.8, 1.8, 2.0, 2.0
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
   lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
   lines += ["| " + " | ".join(row) + " |" for row in rows]
   return "\n".join(lines)
@@ -50,12 +50,12 @@ def step_cost_table(step_cost: dict[str, Any]) -> str:
   bandwidth_row = [["copy bandwidth (GB/s)"] + [f"{c['bandwidth']['limit_gbps']:.1f}"
                                                 for c in cases]]
   parts = [
-      "### Step time (ms, median)", _table(header, time_rows),
-      "### Time relative to optax.sgd / optax.adam", _table(header, ratio_rows),
+      "### Step time (ms, median)", markdown_table(header, time_rows),
+      "### Time relative to optax.sgd / optax.adam", markdown_table(header, ratio_rows),
       "### Fraction of the memory-bandwidth limit",
       "Bytes the step must move (read gradients, params and state; write params and "
       "state) over the measured copy bandwidth, divided by the measured time.",
-      _table(header, limit_rows + bandwidth_row),
+      markdown_table(header, limit_rows + bandwidth_row),
   ]
   for note in step_cost.get("notes", []):
     parts.append(f"Note: {note}")
@@ -71,7 +71,7 @@ def bandwidth_table(step_cost: dict[str, Any]) -> str:
       f"{c['bandwidth']['gbps'][w]:.1f}" if w in c["bandwidth"]["gbps"] else "-" for w in ways]
           + [str(c.get("torch_threads") or "-")] for c in cases]
   return ("### Copy bandwidth (GB/s, an elementwise pass reads and writes 8 bytes per value)\n\n"
-          + _table(["array"] + ways + ["torch threads used"], rows))
+          + markdown_table(["array"] + ways + ["torch threads used"], rows))
 
 
 def compile_table(compile_time: dict[str, Any]) -> str:
@@ -80,13 +80,14 @@ def compile_table(compile_time: dict[str, Any]) -> str:
   names = _names(cases)
   rows = [[n] + [_cell(c, n, lambda r: f"{r['seconds']:.2f} s ({r['vs_optax.adam']:.2f}x adam)")
                  for c in cases] for n in names]
-  return "### Compile time of one step (trace + lower + compile)\n\n" + _table(header, rows)
+  return ("### Compile time of one step (trace + lower + compile)\n\n"
+          + markdown_table(header, rows))
 
 
 def memory_table(memory: dict[str, Any]) -> str:
   rows = [[n, f"{r['bytes_per_param']:.2f}"] for n, r in memory["optimizers"].items()]
   return ("### Optimizer state per parameter (float32)\n\n"
-          + _table(["optimizer", "bytes / param"], rows))
+          + markdown_table(["optimizer", "bytes / param"], rows))
 
 
 def end_to_end_table(end_to_end: dict[str, Any]) -> str:
@@ -95,7 +96,7 @@ def end_to_end_table(end_to_end: dict[str, Any]) -> str:
           for n, r in end_to_end["optimizers"].items()]
   text = (f"### End-to-end: CIFAR-10 `{end_to_end['model']}` train step, batch "
           f"{end_to_end['batch_size']}\n\n"
-          + _table(["optimizer", "images/s", "step (ms)", "optimizer step (ms)",
+          + markdown_table(["optimizer", "images/s", "step (ms)", "optimizer step (ms)",
                     "optimizer share"], rows))
   for note in end_to_end.get("notes", []):
     text += f"\n\nNote: {note}"
@@ -140,7 +141,7 @@ def targets(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 def targets_table(checks: list[dict[str, Any]]) -> str:
   rows = [[c["target"], f"{c['value']:.2f}", "yes" if c["ok"] else "**no**"] for c in checks]
-  return "### Targets\n\n" + _table(["target", "measured", "met"], rows)
+  return "### Targets\n\n" + markdown_table(["target", "measured", "met"], rows)
 
 
 def markdown(result: dict[str, Any]) -> str:

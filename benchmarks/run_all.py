@@ -58,7 +58,7 @@ def run(*, quick: bool = False, parts=("step_cost", "compile_time", "memory", "e
         end_to_end.run(batch_size=QUICK["end_to_end_batch"], steps=QUICK["end_to_end_steps"],
                        warmup=1, log=log)
         if quick else end_to_end.run(log=log))
-  result["environment"]["load_average_end"] = timing.environment()["load_average"]
+  result["environment"]["load_average_end"] = timing.load_average()
   result["seconds"] = time.perf_counter() - started
   return result
 

@@ -80,7 +80,7 @@ def step_times(configs: Sequence[train.Config], *, steps: int = 30, warmup: int 
   alone = [train.create_training(c, steps_per_epoch=100) for c in configs]
   alone_stats = [t.new_train_stats() for t in alone]
   together = vmapped_trials.SideBySide.create(configs, 100, conv_batching)
-  together_stats = [vmapped_trials._zero_stats(k)]  # pylint: disable=protected-access
+  together_stats = [together.new_stats()]
 
   def one_by_one(_):
     def thunk():
@@ -132,17 +132,15 @@ def main(argv: Sequence[str] | None = None) -> None:
   if args.steps_only:
     result = step_times(configs, conv_batching=args.conv_batching)
     print(f"backend {jax.default_backend()}, batch {args.batch_size} per trial, {args.optimizer}")
-    for key, value in result.items():
-      print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
-    return
-  train_split, _ = input_pipeline.load_cifar10(args.data_dir, download=args.data_dir is None)
-  if args.train_size:
-    train_split = input_pipeline.Split(train_split.images[:args.train_size],
-                                       train_split.labels[:args.train_size])
-  data = input_pipeline.split_validation(train_split, args.validation_fraction, args.seed)
-  result = benchmark(configs, data, args.conv_batching)
-  print(f"backend {jax.default_backend()}, {len(data[0])} training images, "
-        f"{args.epochs} epochs, {args.optimizer}")
+  else:
+    train_split, _ = input_pipeline.load_cifar10(args.data_dir, download=args.data_dir is None)
+    if args.train_size:
+      train_split = input_pipeline.Split(train_split.images[:args.train_size],
+                                         train_split.labels[:args.train_size])
+    data = input_pipeline.split_validation(train_split, args.validation_fraction, args.seed)
+    result = benchmark(configs, data, args.conv_batching)
+    print(f"backend {jax.default_backend()}, {len(data[0])} training images, "
+          f"{args.epochs} epochs, {args.optimizer}")
   for key, value in result.items():
     print(f"{key}: {value:.6g}" if isinstance(value, float) else f"{key}: {value}")
 

@@ -12,9 +12,10 @@ parameters, and the CIFAR-10 CNN and ResNet parameter trees) and each contender:
   default) that copies fastest on this machine.
 
 Each figure is the median over many timed steps after warm-up, all contenders in
-one process, interleaved (each round steps every contender once). Reported with it: ratios to ``optax.sgd`` and ``optax.adam``, and the
-fraction of the memory-bandwidth limit, ``(bytes the step must move / measured
-copy bandwidth) / time``, where a step must read the gradients, params and state
+one process, interleaved (each round steps every contender once). Reported with
+it: ratios to ``optax.sgd`` and ``optax.adam``, and the fraction of the
+memory-bandwidth limit, ``(bytes the step must move / measured copy bandwidth) /
+time``, where a step must read the gradients, params and state
 and write params and state: ``(3 + 2 s) * 4`` bytes per float32 parameter with
 ``s`` state arrays per parameter (SGD 3, Adam 7, PhaseShift 5, PhaseShift-Adam 9
 times 4 bytes). Run ``python -m benchmarks.step_cost``.
@@ -53,11 +54,15 @@ def bytes_per_param(state_arrays: float, itemsize: int = 4) -> float:
 _fresh_copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
 
-def jax_runner(factory: Callable[[], Any], shapes: trees.Shapes, grads: list[Any]
+def jax_runner(factory: Callable[[], Any], params: Any, grads: list[Any]
                ) -> Callable[[int], Callable[[], None]]:
-  """A runner (see :func:`benchmarks.timing.interleaved_medians`) of one donated jitted step."""
+  """A runner (see :func:`benchmarks.timing.interleaved_medians`) of one donated jitted step.
+
+  The step starts from a copy of ``params`` (it donates its params) and alternates
+  between the two trees of ``grads``; it is compiled (one step run) before this returns.
+  """
   tx = factory()
-  params = trees.random_tree(shapes, 0)
+  params = _fresh_copy(params)
   box = [params, tx.init(params)]
   step = contenders.make_step(tx)
 
@@ -72,6 +77,9 @@ def jax_runner(factory: Callable[[], Any], shapes: trees.Shapes, grads: list[Any
 
     return thunk
 
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
+    run_once(0)()  # compile before timing
   return run_once
 
 
@@ -114,33 +122,31 @@ def run_case(label: str, kind: str, shapes: trees.Shapes, *,
   """Every contender on one tree, interleaved; ratios and fractions of the bandwidth limit."""
   num_leaves, num_params = trees.count(shapes)
   limit = bandwidth.copy_bandwidth(num_params)
+  params = trees.random_tree(shapes, 0)
   grads = [trees.random_tree(shapes, seed) for seed in (1, 2)]
   runners: dict[str, Callable[[int], Callable[[], Any]]] = {}
   state_arrays: dict[str, float] = {}
-  with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message="Some donated buffers were not usable")
-    for name, factory in jax_contenders.items():
-      runners[name] = jax_runner(factory, shapes, grads)
-      runners[name](0)()  # compile before timing
-      state_arrays[name] = memory.jax_state_bytes(factory, shapes) / (4 * num_params)
-    torch_threads = None
-    if include_torch:
-      import torch  # pylint: disable=import-outside-toplevel
-      from benchmarks import torch_contenders  # pylint: disable=import-outside-toplevel
+  for name, factory in jax_contenders.items():
+    runners[name] = jax_runner(factory, params, grads)
+    state_arrays[name] = memory.jax_state_bytes(factory, shapes) / (4 * num_params)
+  torch_threads = None
+  if include_torch:
+    import torch  # pylint: disable=import-outside-toplevel
+    from benchmarks import torch_contenders  # pylint: disable=import-outside-toplevel
 
-      torch_threads = fastest_torch_threads(num_params)
-      param_arrays = jax.tree.leaves(trees.random_tree(shapes, 0))
-      grad_arrays = [jax.tree.leaves(g) for g in grads]
-      for name, factory in torch_contenders.CONTENDERS.items():
-        runners[name] = torch_runner(factory, param_arrays, grad_arrays)
-        state_arrays[name] = TORCH_STATE_ARRAYS[name]
-      default_threads = torch.get_num_threads()
-      torch.set_num_threads(torch_threads)
-    try:
-      stats = timing.interleaved_medians(runners, warmup=warmup, steps=steps)
-    finally:
-      if include_torch:
-        torch.set_num_threads(default_threads)
+    torch_threads = fastest_torch_threads(num_params)
+    param_arrays = jax.tree.leaves(params)
+    grad_arrays = [jax.tree.leaves(g) for g in grads]
+    for name, factory in torch_contenders.CONTENDERS.items():
+      runners[name] = torch_runner(factory, param_arrays, grad_arrays)
+      state_arrays[name] = TORCH_STATE_ARRAYS[name]
+    default_threads = torch.get_num_threads()
+    torch.set_num_threads(torch_threads)
+  try:
+    stats = timing.interleaved_medians(runners, warmup=warmup, steps=steps)
+  finally:
+    if include_torch:
+      torch.set_num_threads(default_threads)
   results: dict[str, dict[str, Any]] = {}
   for name, row in stats.items():
     results[name] = {**row, "framework": "torch" if name in TORCH_STATE_ARRAYS else "jax",
@@ -186,8 +192,18 @@ def run(sizes=SIZES, models=MODELS, *, include_compat: bool = True, include_torc
   return {"cases": cases, "notes": notes}
 
 
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+  """``"10x1e6,1000x10000000"`` -> ``[(10, 1000000), (1000, 10000000)]`` (an argparse type)."""
+  sizes = []
+  for item in filter(None, text.split(",")):
+    leaves, total = item.lower().split("x")
+    sizes.append((int(leaves), int(float(total))))
+  return sizes
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--sizes", default=",".join(f"{n}x{t}" for n, t in SIZES),
+  parser.add_argument("--sizes", type=parse_sizes,
+                      default=",".join(f"{n}x{t}" for n, t in SIZES),
                       help="comma-separated LEAVESxPARAMS, e.g. 10x1000000,1000x10000000")
   parser.add_argument("--models", default=",".join(MODELS),
                       help="comma-separated CIFAR-10 models (cnn, resnet), or empty")
@@ -199,17 +215,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--warmup", type=int, default=5)
 
 
-def parse_sizes(text: str) -> list[tuple[int, int]]:
-  sizes = []
-  for item in filter(None, text.split(",")):
-    leaves, total = item.lower().split("x")
-    sizes.append((int(leaves), int(float(total))))
-  return sizes
-
-
 def run_from_args(args: argparse.Namespace, log: Callable[[str], None] = print
                   ) -> dict[str, Any]:
-  return run(parse_sizes(args.sizes), [m for m in args.models.split(",") if m],
+  return run(args.sizes, [m for m in args.models.split(",") if m],
              include_compat=not args.no_compat, include_torch=not args.no_torch,
              only=args.only.split(",") if args.only else None, warmup=args.warmup,
              steps=args.steps, log=log)

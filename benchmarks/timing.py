@@ -17,7 +17,6 @@ import jax
 
 
 def _stats(times: list[float]) -> dict[str, float]:
-  times = sorted(times)
   q = statistics.quantiles(times, n=10, method="inclusive") if len(times) > 1 else [times[0]] * 9
   return {"median_s": statistics.median(times), "p10_s": q[0], "p90_s": q[-1],
           "steps": len(times)}
@@ -84,10 +83,14 @@ def _version(package: str) -> str | None:
     return None
 
 
+def load_average() -> list[float] | None:
+  """The 1, 5 and 15 minute load averages (None where the OS has none)."""
+  return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
 def environment() -> dict[str, Any]:
   """Device, versions, date and machine load: what a results file must record."""
   device = jax.devices()[0]
-  load = os.getloadavg() if hasattr(os, "getloadavg") else None
   return {
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "device": {"platform": device.platform, "kind": device.device_kind,
@@ -96,5 +99,5 @@ def environment() -> dict[str, Any]:
       "versions": {name: _version(name) for name in (
           "jax", "jaxlib", "optax", "flax", "torch", "numpy", "phaseshift_jax")}
                   | {"python": platform.python_version()},
-      "load_average": list(load) if load else None,
+      "load_average": load_average(),
   }

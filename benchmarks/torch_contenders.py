@@ -18,10 +18,11 @@ import collections
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 
-LR = 1e-3
-KICK = {"threshold": 1e-3, "shift_boundary": 1e-3, "min_gradient_magnitude": 0.0}
+from benchmarks.contenders import KICK
+from benchmarks.contenders import LR
 
 
 class OriginalStylePhaseShift(torch.optim.Optimizer):
@@ -96,7 +97,7 @@ class ForeachPhaseShift(torch.optim.Optimizer):
     torch._foreach_copy_(self.history, grads)
 
 
-# name -> (factory of an optimizer over a list of tensors, description)
+# name -> factory of an optimizer over a list of tensors
 CONTENDERS: dict[str, Callable[[list[torch.Tensor]], torch.optim.Optimizer]] = {
     "torch original-style PhaseShift": lambda ps: OriginalStylePhaseShift(ps, LR, **KICK),
     "torch foreach PhaseShift": lambda ps: ForeachPhaseShift(ps, LR, **KICK),
@@ -107,5 +108,4 @@ CONTENDERS: dict[str, Callable[[list[torch.Tensor]], torch.optim.Optimizer]] = {
 
 def tensors(arrays: list[Any]) -> list[torch.Tensor]:
   """Torch copies (float32, contiguous, on CPU) of a list of arrays."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
   return [torch.from_numpy(np.array(a, dtype=np.float32, copy=True)) for a in arrays]

@@ -58,6 +58,11 @@ def count(shapes: Shapes) -> tuple[int, int]:
   return len(leaves), int(sum(math.prod(s) for s in leaves))
 
 
+def abstract_tree(shapes: Shapes, dtype=jnp.float32) -> Any:
+  """A tree of ``jax.ShapeDtypeStruct`` with these shapes: for ``eval_shape`` and ``lower``."""
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s, dtype), shapes, is_leaf=is_shape)
+
+
 def random_tree(shapes: Shapes, seed: int, dtype=jnp.float32) -> Any:
   """A tree of standard-normal arrays with these shapes (numpy-generated, then put on device)."""
   rng = np.random.default_rng(seed)

@@ -17,9 +17,6 @@ import optax
 from phaseshift_jax import history as history_lib
 from phaseshift_jax import selection as selection_lib
 
-_NOT_A_LEAF = (type(None),)
-
-
 class PhaseShiftState(NamedTuple):
   """State of the PhaseShift kick.
 
@@ -130,22 +127,22 @@ def _unstack(vector: jax.Array) -> list[jax.Array]:
 def _changes_and_new_history(
     grad_leaves: list[Any], history: history_lib.GradientHistory, live: list[int],
     dtype: jnp.dtype, per_element: bool,
-) -> tuple[jax.Array, jax.Array | None, list[list[Any]], list[Any]]:
+) -> tuple[jax.Array, jax.Array | None, list[Any], list[Any], dict[int, tuple[Any, ...]]]:
   """The change of every live leaf (in ``live`` order), their arg-max elements, the new history.
 
   ``live`` are the flattened positions of the leaves with a gradient. A leaf
   without one keeps its history.
 
-  Returns ``(changes, elements, new_own, new_stacks)``. With ``per_element``, a
-  leaf with an array of its own gets no arg-max here (its entry in ``elements``
-  is -1) and no new history: ``new_own[i]`` is ``[live index, grad, prev]`` for
-  :func:`_own_elements` to finish once the picked leaf is known, so that only
-  that leaf pays for an arg-max pass.
+  Returns ``(changes, elements, new_own, new_stacks, deferred)``. With
+  ``per_element``, a leaf with an array of its own gets no arg-max here (its
+  entry in ``elements`` is -1) and no new history yet: ``deferred`` maps its index
+  in ``own`` to ``(live index, grad, prev)`` for :func:`_own_elements` to finish
+  once the picked leaf is known, so that only that leaf pays for an arg-max pass.
   """
   slots = history.layout.slots
   order, change_parts, element_parts = [], [], []
-  new_own: list[Any] = list(history.own)
-  new_stacks = list(history.stacks)
+  new_own, new_stacks = list(history.own), list(history.stacks)
+  deferred: dict[int, tuple[Any, ...]] = {}
   live_index = {p: i for i, p in enumerate(live)}
   # A large leaf: one reduction; its new history is its gradient, copied once its
   # change is known (the opaque zero depends on it), so the copy overwrites the
@@ -160,7 +157,7 @@ def _changes_and_new_history(
     change_parts.append(value[None].astype(dtype))
     if per_element:
       element_parts.append(jnp.full([1], -1, jnp.int32))
-      new_own[slot[1]] = [live_index[p], grad, prev]
+      deferred[slot[1]] = (live_index[p], grad, prev)
     else:
       new_own[slot[1]] = _copy_after(grad.astype(prev.dtype), (value < 0).astype(jnp.int32))
   # Small leaves of one shape: one reduction over the stack, then the stacked
@@ -188,38 +185,37 @@ def _changes_and_new_history(
     new_stacks[s] = stack
 
   if not live:
-    return jnp.zeros((0,), dtype), None, new_own, new_stacks
+    return jnp.zeros((0,), dtype), None, new_own, new_stacks, deferred
   inverse = np.argsort(np.asarray([live_index[p] for p in order]))
   change_vector = jnp.concatenate(change_parts)[inverse]
   elements = jnp.concatenate(element_parts)[inverse] if per_element else None
-  return change_vector, elements, new_own, new_stacks
+  return change_vector, elements, new_own, new_stacks, deferred
 
 
-def _own_elements(new_own: list[Any], elements: jax.Array, hits: list[jax.Array]
-                  ) -> tuple[jax.Array, list[Any]]:
+def _own_elements(deferred: dict[int, tuple[Any, ...]], new_own: list[Any],
+                  elements: jax.Array, hit_vector: jax.Array) -> jax.Array:
   """Element mode: the arg-max of the picked leaf if it has an array of its own.
 
   Each such leaf runs its arg-max pass under ``lax.cond`` on whether it was
   picked (under ``jax.vmap`` both branches run, as before), and its new history
-  is written after that pass, in place. ``new_own`` and ``elements`` are those of
-  :func:`_changes_and_new_history`; ``hits[i]`` says whether live leaf ``i`` was
-  picked.
+  is written after that pass, in place, into ``new_own``. ``deferred``,
+  ``new_own`` and ``elements`` are those of :func:`_changes_and_new_history`;
+  ``hit_vector[i]`` says whether live leaf ``i`` was picked. Returns the completed
+  ``elements``.
   """
-  done, indices, found = [], [], []
-  for entry in new_own:
-    if not isinstance(entry, list):
-      done.append(entry)
-      continue
-    i, grad, prev = entry
+  if not deferred:
+    return elements
+  hits = _unstack(hit_vector)
+  indices, found = [], []
+  for own_index, (i, grad, prev) in deferred.items():
     element = jax.lax.cond(
         hits[i], lambda g, h: selection_lib.leaf_change_and_argmax(g, h)[1],
         lambda g, h: jnp.asarray(-1, jnp.int32), grad, prev)
     indices.append(i)
     found.append(element)
-    done.append(_copy_after(grad.astype(prev.dtype), (element < -1).astype(jnp.int32)))
-  if indices:
-    elements = elements.at[np.asarray(indices)].set(jnp.stack(found))
-  return elements, done
+    new_own[own_index] = _copy_after(grad.astype(prev.dtype),
+                                     (element < -1).astype(jnp.int32))
+  return elements.at[np.asarray(indices)].set(jnp.stack(found))
 
 
 def _kick_step(
@@ -257,7 +253,7 @@ def _kick_step(
 
   dtype = state.shift_change.dtype
   per_element = granularity == "element"
-  change_vector, elements, new_own, new_stacks = _changes_and_new_history(
+  change_vector, elements, new_own, new_stacks, deferred = _changes_and_new_history(
       grad_leaves, history, live, dtype, per_element)
   picked, change = selection_lib.select_leaf(
       change_vector, min_gradient_magnitude, selection)  # index into `live`
@@ -270,7 +266,7 @@ def _kick_step(
         picked >= 0, jnp.asarray([state_index[p] for p in live], jnp.int32)[safe], -1)
     hit_vector = jnp.arange(len(live), dtype=jnp.int32) == picked
     if per_element:
-      elements, new_own = _own_elements(new_own, elements, _unstack(hit_vector))
+      elements = _own_elements(deferred, new_own, elements, hit_vector)
       shifted_element = jnp.where(picked >= 0, elements[safe], -1)
       # Per leaf: the flat index of the element to kick, or -1.
       targets = _unstack(jnp.where(hit_vector, elements, -1))

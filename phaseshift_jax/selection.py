@@ -34,6 +34,11 @@ def _rows(size: int) -> int:
   return 1
 
 
+def _abs_diff(grad: jax.Array, prev_grad: jax.Array, rows: int) -> jax.Array:
+  """``|grad - prev_grad|`` as a ``(rows, size / rows)`` matrix."""
+  return jnp.abs(grad - prev_grad).reshape(rows, -1)
+
+
 def leaf_change(grad: jax.Array, prev_grad: jax.Array) -> jax.Array:
   r"""The gradient change of one leaf, :math:`c = \max_e |g_e - h_e|`.
 
@@ -43,7 +48,7 @@ def leaf_change(grad: jax.Array, prev_grad: jax.Array) -> jax.Array:
   """
   if grad.size == 0:
     return jnp.zeros((), grad.dtype)
-  rows = _nan_propagating_max(jnp.abs(grad - prev_grad).reshape(_rows(grad.size), -1))
+  rows = _nan_propagating_max(_abs_diff(grad, prev_grad, _rows(grad.size)))
   return rows[0] if rows.shape[0] == 1 else _nan_propagating_max(rows[None])[0]
 
 
@@ -83,8 +88,7 @@ def leaf_change_and_argmax(
   if grad.size == 0:
     return jnp.zeros((), grad.dtype), jnp.zeros((), jnp.int32)
   num_rows = _rows(grad.size)
-  values, indices = _change_and_argmax_rows(
-      jnp.abs(grad - prev_grad).reshape(num_rows, -1))
+  values, indices = _change_and_argmax_rows(_abs_diff(grad, prev_grad, num_rows))
   if num_rows == 1:
     return values[0], indices[0]
   # The first row holding the largest value (NaN counts as largest, as in
@@ -113,7 +117,7 @@ def row_changes(
   if grads.size == 0:
     return (jnp.zeros((k,), grads.dtype),
             jnp.zeros((k,), jnp.int32) if with_argmax else None)
-  diff = jnp.abs(grads - prev_grads).reshape(k, -1)
+  diff = _abs_diff(grads, prev_grads, k)
   if with_argmax:
     return _change_and_argmax_rows(diff)
   return _nan_propagating_max(diff), None

@@ -11,7 +11,6 @@ status 2), not a traceback.
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
 import sys
 from collections.abc import Sequence
@@ -25,40 +24,6 @@ class _Parser(argparse.ArgumentParser):
 
   def error(self, message: str) -> NoReturn:
     self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _value(text: str) -> Any:
-  """``--set`` values: Python literals (numbers, tuples, True/False/None), else the string."""
-  lowered = text.strip().lower()
-  if lowered in ("true", "false"):
-    return lowered == "true"
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
-
-
-def _assignment(text: str) -> tuple[str | None, str, Any]:
-  """``[OPTIMIZER.]NAME=VALUE`` -> (optimizer or None, name, value)."""
-  key, sep, value = text.partition("=")
-  if not sep or not key:
-    raise argparse.ArgumentTypeError(f"expected [OPTIMIZER.]NAME=VALUE, got {text!r}")
-  target, dot, name = key.rpartition(".")
-  return (target if dot else None), name.strip().replace("-", "_"), _value(value)
-
-
-def _non_negative_int(text: str) -> int:
-  value = int(text)
-  if value < 0:
-    raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-  return value
-
-
-def _positive_int(text: str) -> int:
-  value = int(text)
-  if value < 1:
-    raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-  return value
 
 
 # (flag, hyperparameter, type, help) of the optimizer hyperparameters.
@@ -103,12 +68,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
   run = parser.add_argument_group("training")
   run.add_argument("--model", default="cnn", choices=sorted(models.MODELS),
                    help="cnn: 5 stride-2 conv blocks with BatchNorm (fast); resnet: ResNet-14")
-  run.add_argument("--width", type=_positive_int,
+  run.add_argument("--width", type=optimizers.positive_int,
                    help="channels of the first layer (cnn 16, resnet 16), doubling after")
-  run.add_argument("--epochs", type=_positive_int, default=10, help="epochs (default 10)")
-  run.add_argument("--batch-size", type=_positive_int, default=128,
+  run.add_argument("--epochs", type=optimizers.positive_int, default=10,
+                   help="epochs (default 10)")
+  run.add_argument("--batch-size", type=optimizers.positive_int, default=128,
                    help="training batch size, divisible by the device count (default 128)")
-  run.add_argument("--eval-batch-size", type=_positive_int, default=512,
+  run.add_argument("--eval-batch-size", type=optimizers.positive_int, default=512,
                    help="evaluation batch size; the last batch is padded, never dropped "
                    "(default 512)")
   run.add_argument("--seed", type=int, default=0,
@@ -124,7 +90,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                    "(lr/(1+epoch)), cyclic (lr/10..lr, one epoch up, one down); default constant")
   run.add_argument("--warmup-epochs", type=float, default=0.0,
                    help="linear warm-up for --schedule warmup_cosine (default 0)")
-  run.add_argument("--num-devices", type=_positive_int,
+  run.add_argument("--num-devices", type=optimizers.positive_int,
                    help="data-parallel over the first N devices (default: all)")
 
   out = parser.add_argument_group("output")
@@ -134,7 +100,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                    help="continue from the latest checkpoint in --workdir")
   out.add_argument("--overwrite", action="store_true",
                    help="delete a previous run in --workdir first")
-  out.add_argument("--keep-checkpoints", type=_positive_int,
+  out.add_argument("--keep-checkpoints", type=optimizers.positive_int,
                    help="keep only the N latest epoch checkpoints (default: all)")
   out.add_argument("--no-progress", dest="progress", action="store_false",
                    help="no progress bar")
@@ -148,8 +114,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
       hp.add_argument(flag, dest=dest, action="store_true", default=None, help=text)
     else:
       hp.add_argument(flag, dest=dest, type=kind, help=text)
-  hp.add_argument("--set", dest="assignments", action="append", type=_assignment, default=[],
-                  metavar="[OPTIMIZER.]NAME=VALUE",
+  hp.add_argument("--set", dest="assignments", action="append",
+                  type=optimizers.parse_assignment, default=[], metavar="[OPTIMIZER.]NAME=VALUE",
                   help="any hyperparameter by name, e.g. --set sgd.learning_rate=0.1 or "
                   "--set miniai_adam_with_annealing.anneal_rate=0.97 (repeatable)")
 

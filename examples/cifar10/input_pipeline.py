@@ -33,6 +33,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 MD5 = "c58f30108f718f92721af3b95e74349a"  # published on the CIFAR-10 page.
@@ -43,6 +44,7 @@ TEST_FILE = "test_batch"
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer",
            "dog", "frog", "horse", "ship", "truck")
 IMAGE_SHAPE = (32, 32, 3)
+_EXPECTED = f"{BATCHES_DIR}/ with {', '.join((*TRAIN_FILES, TEST_FILE))}"
 
 # Per-channel mean and standard deviation of the 50,000 training images (0..1 scale).
 MEAN = np.array([0.4914, 0.4822, 0.4465], np.float32)
@@ -120,7 +122,7 @@ def write_batch(path: str | os.PathLike, split: Split, batch_label: str = "") ->
   """Writes ``split`` as an official batch file (the inverse of :func:`read_batch`)."""
   entry = {
       b"batch_label": batch_label.encode(),
-      b"labels": [int(x) for x in split.labels],
+      b"labels": split.labels.tolist(),
       b"data": split.images.transpose(0, 3, 1, 2).reshape(len(split), 3072),
   }
   with open(path, "wb") as f:
@@ -148,28 +150,21 @@ def write_cifar10(root: str | os.PathLike, train: Split, test: Split) -> Path:
 
 
 def _md5(path: Path) -> str:
-  digest = hashlib.md5()
   with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      digest.update(chunk)
-  return digest.hexdigest()
+    return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def _fetch(url: str, dest: Path, progress: bool) -> None:
   """Streams ``url`` into ``dest``; raises DataError on a network error or short read."""
-  from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-
   try:
     with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as out:
       expected = response.headers.get("Content-Length")
       expected = int(expected) if expected else None
-      received = 0
-      with tqdm(total=expected, unit="B", unit_scale=True, desc="download CIFAR-10",
-                disable=not progress, leave=False) as bar:
-        for chunk in iter(lambda: response.read(1 << 20), b""):
-          out.write(chunk)
-          received += len(chunk)
-          bar.update(len(chunk))
+      with tqdm.wrapattr(response, "read", total=expected, bytes=False, unit="B",
+                         unit_scale=True, desc="download CIFAR-10", disable=not progress,
+                         leave=False) as stream:
+        shutil.copyfileobj(stream, out, 1 << 20)
+      received = out.tell()
   except (urllib.error.URLError, http.client.HTTPException, OSError) as e:
     raise DataError(f"download of {url} failed ({type(e).__name__}: {e})") from e
   if expected is not None and received != expected:
@@ -232,8 +227,7 @@ def _download_into(cache_dir: Path, url: str, md5: str | None, progress: bool) -
     extracted = find_batches_dir(staging)
     if extracted is None:
       archive.unlink(missing_ok=True)
-      raise DataError(f"{url} does not contain {BATCHES_DIR}/ with "
-                      f"{', '.join((*TRAIN_FILES, TEST_FILE))}; it was deleted")
+      raise DataError(f"{url} does not contain {_EXPECTED}; it was deleted")
     try:
       read_cifar10(extracted)
     except DataError as e:
@@ -270,8 +264,8 @@ def locate_cifar10(data_dir: str | os.PathLike | None = None, *, download: bool 
       return found
   if not download:
     where = f"{data_dir} or {cache_dir}" if data_dir is not None else cache_dir
-    raise DataError(f"no CIFAR-10 data in {where} (expected {BATCHES_DIR}/ with "
-                    f"{', '.join((*TRAIN_FILES, TEST_FILE))}) and download is disabled")
+    raise DataError(f"no CIFAR-10 data in {where} (expected {_EXPECTED}) and download is "
+                    "disabled")
   return download_cifar10(cache_dir, url=url, md5=md5, progress=progress)
 
 
@@ -368,13 +362,12 @@ def random_crop_and_flip(images: jax.Array, key: jax.Array, padding: int = 4) ->
   return jnp.where(flips[:, None, None, None], cropped[:, :, ::-1], cropped)
 
 
-def preprocess(images: jax.Array, key: jax.Array | None = None,
-               dtype: jnp.dtype = jnp.float32) -> jax.Array:
-  """``uint8`` images to normalized floats; with ``key``, also random crop + flip.
+def preprocess(images: jax.Array, key: jax.Array | None = None) -> jax.Array:
+  """``uint8`` images to normalized ``float32``; with ``key``, also random crop + flip.
 
   Normalization comes first, so the crop's zero padding is the mean colour.
   """
-  x = (images.astype(dtype) / 255.0 - MEAN.astype(dtype)) / STD.astype(dtype)
+  x = (images.astype(jnp.float32) / 255.0 - MEAN) / STD
   if key is not None:
     x = random_crop_and_flip(x, key)
   return x

@@ -6,23 +6,27 @@ Hyperparameters use one vocabulary across optimizers (the CLI flags):
 ``selection``, ``granularity``. The compat families
 (``phaseshift_jax.compat.{torch,minima,miniai}``) are registered as
 ``<family>_<function>`` (``torch_sgd``, ``minima_adam``,
-``miniai_adam_with_annealing``, ...), imported only when used; they take the
+``miniai_adam_with_annealing``, ...); they take the
 common names that match their signature (``learning_rate`` is their ``lr``;
 ``b1``/``b2`` fill torch's ``betas``) and any of their own arguments by name.
 """
 
 from __future__ import annotations
 
+import argparse
+import ast
 import dataclasses
-import importlib
 import inspect
 import math
 from collections.abc import Callable, Mapping
+from types import ModuleType
 from typing import Any
 
 import optax
 
 import phaseshift_jax
+from phaseshift_jax import compat
+from phaseshift_jax import schedules
 
 # PhaseShift defaults for CIFAR-10 (see README.md, "PhaseShift hyperparameters"): the kick
 # is a fixed +-min(threshold, shift_boundary) on every element of one tensor, uphill, at
@@ -97,10 +101,6 @@ def _sgd(learning_rate, momentum, nesterov, weight_decay):
                      optax.sgd(learning_rate, momentum or None, nesterov))
 
 
-def _phase_shift(learning_rate, **kick):
-  return phaseshift_jax.phase_shift(learning_rate, **kick)
-
-
 def _phase_shift_adam(learning_rate, b1, b2, eps, **kick):
   return phaseshift_jax.with_phase_shift(optax.adam(learning_rate, b1, b2, eps), **kick)
 
@@ -112,24 +112,24 @@ BUILTIN: dict[str, Spec] = {s.name: s for s in (
     Spec("sgd", {"learning_rate": 0.1, "momentum": 0.0, "nesterov": False,
                  "weight_decay": 0.0}, _sgd,
          "optax.sgd (momentum, nesterov) after add_decayed_weights"),
-    Spec("phase_shift", {"learning_rate": 0.1, **PHASE_SHIFT_DEFAULTS}, _phase_shift,
-         "phaseshift_jax.phase_shift: SGD plus the PhaseShift kick"),
+    Spec("phase_shift", {"learning_rate": 0.1, **PHASE_SHIFT_DEFAULTS},
+         phaseshift_jax.phase_shift, "phaseshift_jax.phase_shift: SGD plus the PhaseShift kick"),
     Spec("phase_shift_adam", {**_ADAM, **PHASE_SHIFT_DEFAULTS}, _phase_shift_adam,
          "phaseshift_jax.with_phase_shift(optax.adam(...)): Adam plus the kick"),
 )}
 
-# Compat families: (module, functions) imported lazily.
-COMPAT: dict[str, tuple[str, tuple[str, ...]]] = {
-    "torch": ("phaseshift_jax.compat.torch", ("sgd", "adagrad", "rmsprop", "adam", "adamw")),
-    "minima": ("phaseshift_jax.compat.minima", ("sgd", "adagrad", "rmsprop", "adam")),
-    "miniai": ("phaseshift_jax.compat.miniai", ("sgd", "adam", "adam_with_annealing")),
+# Compat families: (module, functions).
+COMPAT: dict[str, tuple[ModuleType, tuple[str, ...]]] = {
+    "torch": (compat.torch, ("sgd", "adagrad", "rmsprop", "adam", "adamw")),
+    "minima": (compat.minima, ("sgd", "adagrad", "rmsprop", "adam")),
+    "miniai": (compat.miniai, ("sgd", "adam", "adam_with_annealing")),
 }
 COMPAT_NAMES = {f"{family}_{fn}": (module, fn)
                 for family, (module, fns) in COMPAT.items() for fn in fns}
 
 
 def names() -> list[str]:
-  """Every registered optimizer name (compat ones listed even before their module exists)."""
+  """Every registered optimizer name."""
   return [*BUILTIN, *COMPAT_NAMES]
 
 
@@ -143,12 +143,9 @@ def _default_lr(fn_name: str) -> float:
 
 
 def _compat_spec(name: str) -> Spec:
-  module_name, fn_name = COMPAT_NAMES[name]
-  try:
-    fn = getattr(importlib.import_module(module_name), fn_name)
-  except (ImportError, AttributeError) as e:
-    raise ValueError(f"optimizer {name} needs {module_name}.{fn_name}, which is not "
-                     f"available ({type(e).__name__}: {e})") from e
+  module, fn_name = COMPAT_NAMES[name]
+  module_name = module.__name__
+  fn = getattr(module, fn_name)
   params = inspect.signature(fn).parameters
   if any(p.kind == p.VAR_POSITIONAL for p in params.values()):
     raise ValueError(f"optimizer {name}: cannot map arguments of {module_name}.{fn_name}")
@@ -255,7 +252,6 @@ def make_schedule(kind: str, total_steps: int, warmup_steps: int = 0,
     raise ValueError(f"a schedule needs at least one step, got {total_steps}")
   if not 0 <= warmup_steps <= total_steps:
     raise ValueError(f"warm-up steps must be in 0..{total_steps}, got {warmup_steps}")
-  epoch = max(1, steps_per_epoch or total_steps)
   if kind == "constant":
     return None
   if kind == "cosine":
@@ -264,9 +260,43 @@ def make_schedule(kind: str, total_steps: int, warmup_steps: int = 0,
     return lambda lr: optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps, total_steps)
   if kind == "onecycle":
     return lambda lr: optax.cosine_onecycle_schedule(total_steps, lr)
-  schedules = importlib.import_module("phaseshift_jax.schedules")
+  epoch = max(1, steps_per_epoch or total_steps)
   if kind == "cosine_annealing":
     return lambda lr: schedules.cosine_annealing_schedule(lr, total_steps)
   if kind == "time_based":
     return lambda lr: schedules.time_based_decay(lr, 1.0, decay_steps=epoch)
   return lambda lr: schedules.cyclic_schedule(lr / 10, lr, step_size_up=epoch)
+
+
+# ------------------------------------------------- command-line types (__main__.py, study.py)
+
+
+def parse_assignment(text: str) -> tuple[str | None, str, Any]:
+  """``--set [OPTIMIZER.]NAME=VALUE`` -> (optimizer or None, name, value).
+
+  The value is a Python literal (number, tuple, True/False/None; ``true``/``false``
+  in any case too), else the string itself.
+  """
+  key, sep, value = text.partition("=")
+  if not sep or not key:
+    raise argparse.ArgumentTypeError(f"expected [OPTIMIZER.]NAME=VALUE, got {text!r}")
+  target, dot, name = key.rpartition(".")
+  return (target if dot else None), name.strip().replace("-", "_"), _literal(value)
+
+
+def _literal(text: str) -> Any:
+  lowered = text.strip().lower()
+  if lowered in ("true", "false"):
+    return lowered == "true"
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def positive_int(text: str) -> int:
+  """An ``int`` >= 1 (an argparse ``type``)."""
+  value = int(text)
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+  return value

@@ -36,9 +36,9 @@ Modules: this one holds the ``study`` command (its options and :func:`run_study`
 from __future__ import annotations
 
 import argparse
-import ast
 import contextlib
 import dataclasses
+import functools
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -58,25 +58,6 @@ from examples.cifar10 import vmapped_trials
 DEFAULT_WORKDIR = "runs/cifar10/study"
 
 
-def _assignment(text: str) -> tuple[str | None, str, Any]:
-  key, sep, value = text.partition("=")
-  if not sep or not key:
-    raise argparse.ArgumentTypeError(f"expected [OPTIMIZER.]NAME=VALUE, got {text!r}")
-  try:
-    value = ast.literal_eval(value)
-  except (ValueError, SyntaxError):
-    pass
-  target, dot, name = key.rpartition(".")
-  return (target if dot else None), name.strip().replace("-", "_"), value
-
-
-def _positive_int(text: str) -> int:
-  value = int(text)
-  if value < 1:
-    raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-  return value
-
-
 def add_study_parser(subparsers: Any) -> argparse.ArgumentParser:
   """Adds the ``study`` command to ``subparsers`` (of ``python -m examples.cifar10``)."""
   p = subparsers.add_parser(
@@ -91,10 +72,11 @@ def add_study_parser(subparsers: Any) -> argparse.ArgumentParser:
   p.add_argument("--optimizers", default="adam,phase_shift",
                  help=f"comma-separated, from {', '.join(study_space.SEARCH_SPACES)} "
                  "(default adam,phase_shift)")
-  p.add_argument("--trials", type=_positive_int, default=35,
+  p.add_argument("--trials", type=optimizers.positive_int, default=35,
                  help="finished trials per optimizer the study must hold (default 35)")
-  p.add_argument("--epochs", type=_positive_int, default=10, help="epochs per trial (default 10)")
-  p.add_argument("--side-by-side", type=_positive_int, default=1, metavar="K",
+  p.add_argument("--epochs", type=optimizers.positive_int, default=10,
+                 help="epochs per trial (default 10)")
+  p.add_argument("--side-by-side", type=optimizers.positive_int, default=1, metavar="K",
                  help="train K trials at once, vmapped in one program (default 1: one by one)")
   p.add_argument("--conv-batching", default="auto", choices=vmapped_trials.CONV_BATCHING,
                  help="how vmapped convolutions run (auto: unrolled on CPU, native elsewhere)")
@@ -105,34 +87,35 @@ def add_study_parser(subparsers: Any) -> argparse.ArgumentParser:
                  help="studies are named NAME-<optimizer> (default cifar10)")
   p.add_argument("--seed", type=int, default=0, help="seed of the sampler, the validation split "
                  "and the trials (trial n uses seed + n) (default 0)")
-  p.add_argument("--worker-trials", type=_positive_int,
+  p.add_argument("--worker-trials", type=optimizers.positive_int,
                  help="this process starts at most N trials per optimizer, then exits "
                  "(the study stays resumable)")
   p.add_argument("--pruner-startup-trials", type=int, default=5,
                  help="trials finished before the median pruner prunes (default 5)")
-  p.add_argument("--top", type=_positive_int, default=5,
+  p.add_argument("--top", type=optimizers.positive_int, default=5,
                  help="report mean and std of the best N trials (default 5)")
-  p.add_argument("--heartbeat-interval", type=_positive_int, default=30,
+  p.add_argument("--heartbeat-interval", type=optimizers.positive_int, default=30,
                  help="seconds between a running trial's heartbeats (default 30)")
-  p.add_argument("--grace-period", type=_positive_int, default=90,
+  p.add_argument("--grace-period", type=optimizers.positive_int, default=90,
                  help="a trial without heartbeat for this long is failed and retried (default 90)")
-  p.add_argument("--set", dest="assignments", action="append", type=_assignment, default=[],
+  p.add_argument("--set", dest="assignments", action="append",
+                 type=optimizers.parse_assignment, default=[],
                  metavar="[OPTIMIZER.]NAME=VALUE",
                  help="fix a hyperparameter that is not searched, e.g. phase_shift.selection=last")
   data = p.add_argument_group("data and training")
   data.add_argument("--data-dir", help="directory holding cifar-10-batches-py/")
   data.add_argument("--no-download", dest="download", action="store_false",
                     help="fail instead of downloading when the data is missing")
-  data.add_argument("--train-size", type=_positive_int,
+  data.add_argument("--train-size", type=optimizers.positive_int,
                     help="use only the first N training images (before the validation split)")
-  data.add_argument("--test-size", type=_positive_int,
+  data.add_argument("--test-size", type=optimizers.positive_int,
                     help="use only the first N test images for the final number")
   data.add_argument("--validation-fraction", type=float, default=0.1,
                     help="fraction of the training images held out for validation (default 0.1)")
   data.add_argument("--model", default="cnn", help="model name (default cnn)")
-  data.add_argument("--width", type=_positive_int, help="channels of the first layer")
-  data.add_argument("--batch-size", type=_positive_int, default=128)
-  data.add_argument("--eval-batch-size", type=_positive_int, default=512)
+  data.add_argument("--width", type=optimizers.positive_int, help="channels of the first layer")
+  data.add_argument("--batch-size", type=optimizers.positive_int, default=128)
+  data.add_argument("--eval-batch-size", type=optimizers.positive_int, default=512)
   data.add_argument("--no-augment", dest="augment", action="store_false")
   data.add_argument("--schedule", default="constant", choices=optimizers.SCHEDULES)
   data.add_argument("--no-progress", dest="progress", action="store_false",
@@ -156,16 +139,17 @@ def _fixed_hparams(assignments, names: Sequence[str]) -> dict[str, dict[str, Any
   return fixed
 
 
-def _load_data(args: argparse.Namespace, seed: int, fraction: float):
+def _head(split: input_pipeline.Split, n: int | None) -> input_pipeline.Split:
+  """The first ``n`` examples of ``split`` (all of it when ``n`` is None)."""
+  return input_pipeline.Split(split.images[:n], split.labels[:n]) if n else split
+
+
+def _load_data(args: argparse.Namespace):
   train_split, test = input_pipeline.load_cifar10(args.data_dir, download=args.download,
                                                   progress=args.progress)
-  if args.train_size:
-    train_split = input_pipeline.Split(train_split.images[:args.train_size],
-                                       train_split.labels[:args.train_size])
-  if args.test_size:
-    test = input_pipeline.Split(test.images[:args.test_size], test.labels[:args.test_size])
-  fit, val = input_pipeline.split_validation(train_split, fraction, seed)
-  return fit, val, test
+  fit, val = input_pipeline.split_validation(_head(train_split, args.train_size),
+                                             args.validation_fraction, args.seed)
+  return fit, val, _head(test, args.test_size)
 
 
 @contextlib.contextmanager
@@ -205,7 +189,7 @@ def run_study(args: argparse.Namespace) -> int:
     settings = {n: dataclasses.replace(base, fixed=fixed[n]) for n in names}
     for n in names:
       settings[n].config(n, {k: lo for k, (lo, _) in spaces[n].items()}, 0).validate()
-    fit, val, test = _load_data(args, args.seed, args.validation_fraction)
+    fit, val, test = _load_data(args)
     storage = study_storage.make_storage(url, args.heartbeat_interval, args.grace_period)
     with _quiet_optuna():
       studies = [study_storage.open_study(storage, f"{args.study_name}-{n}", settings[n], n,
@@ -222,11 +206,9 @@ def run_study(args: argparse.Namespace) -> int:
         budget = [args.worker_trials or sys.maxsize]
         with study_storage.Heartbeat(study, args.heartbeat_interval) as heartbeat:
           common = (study, args.trials, name, settings[name], (fit, val), heartbeat, budget, log)
-          if args.side_by_side > 1:
-            run = lambda common=common: study_trials.run_side_by_side(
-                *common, args.side_by_side, args.conv_batching)
-          else:
-            run = lambda common=common: study_trials.run_one_by_one(*common)
+          run = (functools.partial(study_trials.run_side_by_side, *common, args.side_by_side,
+                                   args.conv_batching) if args.side_by_side > 1
+                 else functools.partial(study_trials.run_one_by_one, *common))
           complete &= study_storage.optimize(study, args.trials, run, budget,
                                              args.heartbeat_interval, log)
       if not complete:

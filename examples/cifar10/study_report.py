@@ -11,11 +11,12 @@ workers finishing at once never leave a half-written file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -120,11 +121,18 @@ def _finite(value: Any) -> Any:
   return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
-def _write(path: Path, text: str) -> None:
-  """Writes atomically, so that concurrent workers never leave a half-written file."""
+@contextlib.contextmanager
+def _atomic(path: Path) -> Iterator[Path]:
+  """A temporary path to write; renamed to ``path`` at the end, so that concurrent workers
+  never leave a half-written file."""
   tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-  tmp.write_text(text, encoding="utf-8")
+  yield tmp
   os.replace(tmp, path)
+
+
+def _write(path: Path, text: str) -> None:
+  with _atomic(path) as tmp:
+    tmp.write_text(text, encoding="utf-8")
 
 
 def write_plots(studies: Sequence[optuna.Study], workdir: Path) -> dict[str, str]:
@@ -152,9 +160,8 @@ def write_plots(studies: Sequence[optuna.Study], workdir: Path) -> dict[str, str
     figure.suptitle(title)
     figure.set_size_inches(10, 5)
     figure.tight_layout()
-    tmp = workdir / f".{name}.{os.getpid()}.tmp.png"
-    figure.savefig(tmp, dpi=120)
-    os.replace(tmp, workdir / name)
+    with _atomic(workdir / name) as tmp:
+      figure.savefig(tmp, dpi=120, format="png")
     plt.close(figure)
   return skipped
 

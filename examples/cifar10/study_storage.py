@@ -29,12 +29,21 @@ LIVE = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.W
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
+@contextlib.contextmanager
+def _heartbeat_warnings_off() -> Iterator[None]:
+  """Optuna warns that its heartbeat is experimental and meant for ``Study.optimize``;
+  this module sends the heartbeats of the trials it asks for itself (:class:`Heartbeat`)."""
+  with warnings.catch_warnings():
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used")
+    yield
+
+
 def make_storage(url: str, heartbeat_interval: int, grace_period: int
                  ) -> optuna.storages.RDBStorage:
   """An RDB storage whose running trials send heartbeats; stale ones are retried."""
   kwargs = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else None
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+  with _heartbeat_warnings_off():
     return optuna.storages.RDBStorage(
         url, engine_kwargs=kwargs, heartbeat_interval=heartbeat_interval,
         grace_period=grace_period,
@@ -65,16 +74,6 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, settings: study_
   return study
 
 
-@contextlib.contextmanager
-def _heartbeat_warnings_off() -> Iterator[None]:
-  """Optuna warns that its heartbeat is experimental and meant for ``Study.optimize``;
-  this module sends the heartbeats of the trials it asks for itself (:class:`Heartbeat`)."""
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-    warnings.filterwarnings("ignore", "Heartbeat of storage is supposed to be used")
-    yield
-
-
 def record_heartbeat(study: optuna.Study, number: int) -> None:
   """Records that trial ``number`` of ``study`` is alive (the storage must enable heartbeats)."""
   storage = study._storage  # pylint: disable=protected-access  # Optuna has no public handle.
@@ -102,7 +101,7 @@ class Heartbeat:
     self._thread.join()
 
   def add(self, trial: optuna.Trial) -> None:
-    record_heartbeat(self._study, trial.number)
+    """Keeps ``trial`` alive (:func:`next_trial` has recorded its first heartbeat)."""
     with self._lock:
       self._numbers.add(trial.number)
 

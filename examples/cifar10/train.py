@@ -90,6 +90,11 @@ class Config:
   def to_json(self) -> dict[str, Any]:
     return {**dataclasses.asdict(self), "hparams": dict(self.hparams)}
 
+  def make_schedule(self, steps_per_epoch: int) -> Callable[[float], optax.Schedule] | None:
+    """:func:`optimizers.make_schedule` of ``schedule`` over ``epochs`` epochs."""
+    return optimizers.make_schedule(self.schedule, self.epochs * steps_per_epoch,
+                                    round(self.warmup_epochs * steps_per_epoch), steps_per_epoch)
+
 
 # ------------------------------------------------------------------------------- steps
 
@@ -117,6 +122,18 @@ def batch_sums(logits, labels, mask):
   ce = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
   correct = (jnp.argmax(logits, -1) == labels) & mask
   return jnp.sum(jnp.where(mask, ce, 0.0)), jnp.sum(correct, dtype=jnp.int32)
+
+
+def add_batch(stats, loss_sum, correct, mask) -> dict[str, jax.Array]:
+  """``stats`` (loss, correct, count) with one batch's :func:`batch_sums` added."""
+  return {"loss": stats["loss"] + loss_sum, "correct": stats["correct"] + correct,
+          "count": stats["count"] + jnp.sum(mask, dtype=jnp.int32)}
+
+
+def _means(stats: Mapping[str, Any]) -> tuple[float, float]:
+  """Mean loss and accuracy of host ``stats``."""
+  count = int(stats["count"])
+  return float(stats["loss"]) / count, int(stats["correct"]) / count
 
 
 @dataclasses.dataclass
@@ -188,10 +205,7 @@ def create_training(config: Config, steps_per_epoch: int, mesh: Mesh | None = No
   defaults to :func:`make_mesh` of ``config.num_devices``.
   """
   mesh = check_config(config, mesh)
-  total_steps = config.epochs * steps_per_epoch
-  schedule = optimizers.make_schedule(config.schedule, total_steps,
-                                      round(config.warmup_epochs * steps_per_epoch),
-                                      steps_per_epoch)
+  schedule = config.make_schedule(steps_per_epoch)
   tx = optimizers.create(config.optimizer, config.hparams, schedule=schedule)
   peak = optimizers.resolve(config.optimizer, config.hparams)["learning_rate"]
   learning_rate = schedule(peak) if schedule is not None else (lambda step: peak)
@@ -222,8 +236,7 @@ def create_training(config: Config, steps_per_epoch: int, mesh: Mesh | None = No
 
     grads, (loss_sum, correct) = nnx.grad(loss_fn, has_aux=True)(model)
     optimizer.update(model, grads)
-    new = {"loss": stats["loss"] + loss_sum, "correct": stats["correct"] + correct,
-           "count": stats["count"] + jnp.sum(mask, dtype=jnp.int32)}
+    new = add_batch(stats, loss_sum, correct, mask)
     if "kicks" in stats:
       leaf = phaseshift_jax.find_phase_shift_state(nnx.as_pure(optimizer.opt_state)).shifted_leaf
       new["kicks"] = stats["kicks"].at[leaf].add(1)  # -1 (no kick) is the last slot.
@@ -232,9 +245,7 @@ def create_training(config: Config, steps_per_epoch: int, mesh: Mesh | None = No
   @nnx.jit(donate_argnums=(1,))
   def eval_step(model, stats, images, labels, mask):
     logits = model(input_pipeline.preprocess(images), train=False)
-    loss_sum, correct = batch_sums(logits, labels, mask)
-    return {"loss": stats["loss"] + loss_sum, "correct": stats["correct"] + correct,
-            "count": stats["count"] + jnp.sum(mask, dtype=jnp.int32)}
+    return add_batch(stats, *batch_sums(logits, labels, mask), mask)
 
   training = Training(
       config=config, model=model, optimizer=optimizer, train_step=train_step,
@@ -254,9 +265,8 @@ def evaluate(training: Training, split: input_pipeline.Split) -> dict[str, float
   for images, labels, mask in input_pipeline.prefetch(
       input_pipeline.batches(split, training.config.eval_batch_size), training.data_sharding):
     stats = training.eval_step(training.model, stats, images, labels, mask)
-  stats = jax.device_get(stats)
-  return {"loss": float(stats["loss"]) / int(stats["count"]),
-          "accuracy": int(stats["correct"]) / int(stats["count"])}
+  loss, accuracy = _means(jax.device_get(stats))
+  return {"loss": loss, "accuracy": accuracy}
 
 
 def train_epoch(training: Training, split: input_pipeline.Split, epoch: int, *,
@@ -285,10 +295,9 @@ def train_epoch(training: Training, split: input_pipeline.Split, epoch: int, *,
     stats = jax.device_get(stats)  # Waits for the last step.
     bar.update(sum(n for _, n in in_flight))
   seconds = time.perf_counter() - start
-  count = int(stats["count"])
-  metrics = {"train_loss": float(stats["loss"]) / count,
-             "train_accuracy": int(stats["correct"]) / count,
-             "train_seconds": seconds, "images_per_sec": count / seconds}
+  loss, accuracy = _means(stats)
+  metrics = {"train_loss": loss, "train_accuracy": accuracy,
+             "train_seconds": seconds, "images_per_sec": int(stats["count"]) / seconds}
   if "kicks" in stats:
     kicks = stats["kicks"]
     steps = int(kicks.sum())
@@ -362,6 +371,7 @@ def train_and_evaluate(
   run = None
   if workdir is not None:
     run = rundir.RunDir(workdir, config.keep_checkpoints, overwrite=overwrite)
+  splits = {"val": val, "test": test} if val is not None else {"test": test}
   history: list[dict[str, Any]] = []
   try:
     if run is not None:
@@ -385,10 +395,8 @@ def train_and_evaluate(
       metrics: dict[str, Any] = {"epoch": epoch}
       metrics.update(train_epoch(training, train, epoch, progress=progress))
       start = time.perf_counter()
-      splits = {"val": val, "test": test} if val is not None else {"test": test}
       for name, split in splits.items():
-        result = evaluate(training, split)
-        metrics[f"{name}_loss"], metrics[f"{name}_accuracy"] = result["loss"], result["accuracy"]
+        metrics.update({f"{name}_{k}": v for k, v in evaluate(training, split).items()})
       metrics["eval_seconds"] = time.perf_counter() - start
       metrics["learning_rate"] = float(training.learning_rate(epoch * steps_per_epoch))
       if "phase_shift" in metrics:  # Keep the per-parameter counts last in the file.

@@ -56,21 +56,23 @@ SHARED_FIELDS = ("optimizer", "model", "width", "epochs", "batch_size", "eval_ba
 # --------------------------------------------------------------------------- convolution
 
 
+def _stack(trees: Sequence[Any]) -> Any:
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
 def _unrolled(fn: Callable[..., Any]) -> Callable[..., Any]:
   """``fn`` with a batching rule that runs it once per slice when a kernel is batched."""
   batched_fn = jax.custom_batching.custom_vmap(fn)
 
   @batched_fn.def_vmap
   def rule(axis_size, in_batched, lhs, rhs, *rest):
+    args = (lhs, rhs, *rest)
     if not in_batched[1]:
       # One kernel for the whole batch: the native rule folds the batch into the images'.
-      axes = tuple(0 if b else None for b in in_batched)
-      out = jax.vmap(fn, in_axes=axes)(lhs, rhs, *rest)
-      return out, jax.tree.map(lambda _: True, out)
-    args = (lhs, rhs, *rest)
-    outs = [fn(*(a[k] if b else a for a, b in zip(args, in_batched)))
-            for k in range(axis_size)]
-    out = jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+      out = jax.vmap(fn, in_axes=tuple(0 if b else None for b in in_batched))(*args)
+    else:
+      out = _stack([fn(*(a[k] if b else a for a, b in zip(args, in_batched)))
+                    for k in range(axis_size)])
     return out, jax.tree.map(lambda _: True, out)
 
   return batched_fn
@@ -128,8 +130,7 @@ def injected_optimizer(config: train.Config, steps_per_epoch: int,
     if name not in hparams or not _numeric(hparams[name]):
       raise ValueError(f"optimizer {config.optimizer} has no numeric hyperparameter {name!r} "
                        "to inject")
-  make = optimizers.make_schedule(config.schedule, config.epochs * steps_per_epoch,
-                                  round(config.warmup_epochs * steps_per_epoch), steps_per_epoch)
+  make = config.make_schedule(steps_per_epoch)
 
   def factory(**kwargs):
     if make is not None:
@@ -154,10 +155,6 @@ def differing_hyperparameters(configs: Sequence[train.Config]) -> tuple[str, ...
 # ------------------------------------------------------------------------------- trials
 
 
-def _stack(trees: Sequence[Any]) -> Any:
-  return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
-
-
 @dataclasses.dataclass
 class SideBySide:
   """K trials stacked on a leading axis, with jitted, vmapped train and eval steps.
@@ -171,10 +168,8 @@ class SideBySide:
   configs: list[train.Config]
   steps_per_epoch: int
   state: dict[str, Any]
-  graphdef: Any
   train_step: Callable[..., Any]
   eval_step: Callable[..., Any]
-  conv_batching: str
   injected: tuple[str, ...]
 
   @classmethod
@@ -202,8 +197,7 @@ class SideBySide:
     tx = injected_optimizer(configs[0], steps_per_epoch, injected)
     train_step, eval_step = _make_steps(graphdef, tx, configs[0].augment)
     trials = cls(configs=configs, steps_per_epoch=steps_per_epoch, state={},
-                 graphdef=graphdef, train_step=train_step, eval_step=eval_step,
-                 conv_batching=conv_batching, injected=injected)
+                 train_step=train_step, eval_step=eval_step, injected=injected)
     trials.state = _stack([trials.initial_state(c) for c in configs])
     return trials
 
@@ -212,7 +206,6 @@ class SideBySide:
 
   def initial_state(self, config: train.Config) -> dict[str, Any]:
     """A fresh trial state for ``config`` (unstacked)."""
-    _check_compatible(self.configs[0], config, self.injected)
     model = models.create_model(config.model, width=config.width, seed=config.seed)
     _, params, rest = nnx.split(model, nnx.Param, ...)
     params, rest = nnx.as_pure(params), nnx.as_pure(rest)
@@ -222,9 +215,16 @@ class SideBySide:
 
   def replace(self, slot: int, config: train.Config) -> None:
     """Starts trial ``config`` afresh in ``slot``."""
+    _check_compatible(self.configs[0], config, self.injected)
     fresh = self.initial_state(config)
     self.state = jax.tree.map(lambda stacked, x: stacked.at[slot].set(x), self.state, fresh)
     self.configs[slot] = config
+
+  def new_stats(self) -> dict[str, jax.Array]:
+    """Zero sums (``loss``, ``correct``, ``count``), one per slot, for the steps to add to."""
+    return {"loss": jnp.zeros([len(self)], jnp.float32),
+            "correct": jnp.zeros([len(self)], jnp.int32),
+            "count": jnp.zeros([len(self)], jnp.int32)}
 
   def hyperparams(self) -> dict[str, np.ndarray]:
     """The injected numeric hyperparameters, one value per slot."""
@@ -245,7 +245,7 @@ class SideBySide:
     streams = [input_pipeline.batches(
         split, batch_size, order=input_pipeline.epoch_order(len(split), c.seed, e))
         for c, e in zip(self.configs, epochs)]
-    stats = _zero_stats(len(self))
+    stats = self.new_stats()
     start = time.perf_counter()
     for images, labels, mask in input_pipeline.prefetch(_zip_batches(streams), None):
       self.state, stats = self.train_step(self.state, stats, images, labels, mask)
@@ -259,7 +259,7 @@ class SideBySide:
 
   def evaluate(self, split: input_pipeline.Split) -> list[dict[str, float]]:
     """Mean loss and accuracy of every slot over all of ``split``."""
-    stats = _zero_stats(len(self))
+    stats = self.new_stats()
     for images, labels, mask in input_pipeline.prefetch(
         input_pipeline.batches(split, self.configs[0].eval_batch_size), None):
       stats = self.eval_step(self.state, stats, images, labels, mask)
@@ -293,11 +293,6 @@ def _new_model(config: train.Config, conv_batching: str) -> nnx.Module:
   return model
 
 
-def _zero_stats(k: int) -> dict[str, jax.Array]:
-  return {"loss": jnp.zeros([k], jnp.float32), "correct": jnp.zeros([k], jnp.int32),
-          "count": jnp.zeros([k], jnp.int32)}
-
-
 def _zip_batches(streams: Sequence[Iterator[input_pipeline.Batch]]
                  ) -> Iterator[input_pipeline.Batch]:
   """One batch per slot per step, stacked: ``images (K, B, 32, 32, 3)`` and so on."""
@@ -327,16 +322,12 @@ def _make_steps(graphdef: Any, tx: optax.GradientTransformation, augment: bool):
                  "rest": nnx.as_pure(nnx.state(model, nnx.Not(nnx.Param))),
                  "opt_state": opt_state,
                  "step": state["step"] + 1, "key": state["key"]}
-    new_stats = {"loss": stats["loss"] + loss_sum, "correct": stats["correct"] + correct,
-                 "count": stats["count"] + jnp.sum(mask, dtype=jnp.int32)}
-    return new_state, new_stats
+    return new_state, train.add_batch(stats, loss_sum, correct, mask)
 
   def eval_one(state, stats, images, labels, mask):
     model = nnx.merge(graphdef, state["params"], state["rest"])
     logits = model(input_pipeline.preprocess(images), train=False)
-    loss_sum, correct = train.batch_sums(logits, labels, mask)
-    return {"loss": stats["loss"] + loss_sum, "correct": stats["correct"] + correct,
-            "count": stats["count"] + jnp.sum(mask, dtype=jnp.int32)}
+    return train.add_batch(stats, *train.batch_sums(logits, labels, mask), mask)
 
   train_step = jax.jit(jax.vmap(train_one), donate_argnums=(0, 1))
   eval_step = jax.jit(jax.vmap(eval_one, in_axes=(0, 0, None, None, None)), donate_argnums=(1,))
