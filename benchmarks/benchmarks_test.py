@@ -79,7 +79,25 @@ def test_json_and_report(results):
     assert heading in text
   assert loaded["environment"]["versions"]["jax"] == jax.__version__
   assert {c["target"].split(": ")[-1] for c in report.targets(loaded)} >= {
-      "phase_shift <= 0.8x optax.adam", "phase_shift <= 1.8x optax.sgd"}
+      "phase_shift <= 0.8x optax.adam", "phase_shift <= 1.8x optax.sgd",
+      "phase_shift[donated grads] <= 0.8x optax.adam",
+      "phase_shift >= 2x faster than the torch original-style PhaseShift",
+      "phase_shift[donated grads] >= 1x as fast as the torch foreach PhaseShift"}
+
+
+@pytest.mark.filterwarnings("ignore:Some donated buffers were not usable")
+def test_donated_grads_step_takes_over_the_gradient_buffers():
+  shapes = {"w": (64, 128), "b": (128,)}  # "w" has a history array of its own
+  params = trees.random_tree(shapes, 0)
+  tx = contenders.BUILTIN["phase_shift[donated grads]"]()
+  step = contenders.make_step(tx, donate_grads=True)
+  grads = trees.random_tree(shapes, 1)
+  pointer = grads["w"].unsafe_buffer_pointer()
+  new_params, state = step(params, tx.init(params), grads)
+  assert grads["w"].is_deleted() and state.history.own[0].unsafe_buffer_pointer() == pointer
+  plain = contenders.make_step(contenders.BUILTIN["phase_shift"]())
+  expected, _ = plain(trees.random_tree(shapes, 0), tx.init(params), trees.random_tree(shapes, 1))
+  jax.tree.map(np.testing.assert_array_equal, new_params, expected)
 
 
 @pytest.mark.parametrize("name, selection", [

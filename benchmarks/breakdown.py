@@ -11,7 +11,9 @@ this times, in one interleaved run on the same tree:
 * ``phase_shift without history write``: (1) + (2), the state's history left as it was
   (wrong as an optimizer; only for timing);
 * ``sgd + history write``: (2) + (3) with no reduction;
-* ``phase_shift``: the whole step.
+* ``phase_shift``: the whole step;
+* ``phase_shift[donated grads]``: the whole step of ``grads_donated=True``, the
+  gradients donated: the large leaves' history write (3) is gone.
 
 Run ``python -m benchmarks.breakdown --sizes 10x10000000,1000x1000000``.
 """
@@ -89,6 +91,7 @@ PARTS: dict[str, Callable[[], optax.GradientTransformation]] = {
     "phase_shift without history write": without_history_write,
     "sgd + history write": sgd_with_history_write,
     "phase_shift": _phase_shift,
+    "phase_shift[donated grads]": contenders.BUILTIN["phase_shift[donated grads]"],
 }
 
 
@@ -100,7 +103,8 @@ def run(sizes, *, warmup: int = 5, steps: int = 30, log: Callable[[str], None] =
     shapes = trees.synthetic_shapes(num_leaves, total)
     params = trees.random_tree(shapes, 0)
     grads = [trees.random_tree(shapes, seed) for seed in (1, 2)]
-    runners = {name: step_cost.jax_runner(factory, params, grads)
+    runners = {name: step_cost.jax_runner(factory, params, grads,
+                                          name in contenders.DONATES_GRADS)
                for name, factory in PARTS.items()}
     stats = timing.interleaved_medians(runners, warmup=warmup, steps=steps)
     sgd = stats["optax.sgd"]["median_s"]

@@ -48,9 +48,15 @@ BUILTIN: dict[str, Callable[[], optax.GradientTransformation]] = {
     "phase_shift[last]": _phase_shift("last", "tensor"),
     "phase_shift[element]": _phase_shift("argmax", "element"),
     "phase_shift[last,element]": _phase_shift("last", "element"),
+    "phase_shift[donated grads]": lambda: phaseshift_jax.phase_shift(
+        LR, grads_donated=True, **KICK),
     "with_phase_shift(adam)": lambda: phaseshift_jax.with_phase_shift(optax.adam(LR), **KICK),
     "floor[phase_shift I/O]": io_floor(_phase_shift("argmax", "tensor")),
 }
+
+# The contenders whose step also donates the gradients, passed before the state
+# (the recipe of phase_shift's ``grads_donated``); the others donate params and state.
+DONATES_GRADS = frozenset({"phase_shift[donated grads]"})
 
 # phaseshift_jax.compat.<family>.<function>, built with its defaults and lr=LR.
 COMPAT: dict[str, tuple[str, ...]] = {
@@ -88,18 +94,33 @@ def all_contenders(include_compat: bool = True
   return {**BUILTIN, **compat}, notes
 
 
-def make_step(tx: optax.GradientTransformation) -> Callable[[Any, Any, Any], tuple[Any, Any]]:
+def make_step(tx: optax.GradientTransformation, donate_grads: bool = False
+              ) -> Callable[[Any, Any, Any], tuple[Any, Any]]:
   """``step(params, opt_state, grads) -> (params, opt_state)``: jitted update + apply_updates.
 
   Params and optimizer state are donated (as a training step should donate them:
   on CPU, writing into a fresh buffer costs page faults, several times the work
   of writing in place). JAX pairs each donated input with the output of its
   shape in order, so the new params and state take the old ones' buffers.
+
+  With ``donate_grads`` the gradients are donated too and the jitted function
+  takes them before the state, ``(params, grads, opt_state)``, so that JAX pairs
+  them with the state's outputs first: for ``phase_shift(..., grads_donated=True)``
+  the new history then is the gradients' buffer. The returned ``step`` (and its
+  ``lower``) keep the ``(params, opt_state, grads)`` order for the caller.
   """
 
-  @functools.partial(jax.jit, donate_argnums=(0, 1))
-  def step(params, opt_state, grads):
+  def update_and_apply(params, opt_state, grads):
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 
+  if not donate_grads:
+    return jax.jit(update_and_apply, donate_argnums=(0, 1))
+  jitted = jax.jit(lambda params, grads, opt_state: update_and_apply(params, opt_state, grads),
+                   donate_argnums=(0, 1, 2))
+
+  def step(params, opt_state, grads):
+    return jitted(params, grads, opt_state)
+
+  step.lower = lambda params, opt_state, grads: jitted.lower(params, grads, opt_state)
   return step

@@ -6,7 +6,9 @@ parameters, and the CIFAR-10 CNN and ResNet parameter trees) and each contender:
 * JAX: ``jit(update + apply_updates)`` with params and optimizer state donated
   (:func:`benchmarks.contenders.make_step`); a fresh copy of one of two fixed
   gradient trees before each step (untimed), so the gradient changes every step
-  and PhaseShift kicks.
+  and PhaseShift kicks. ``phase_shift[donated grads]`` donates that copy too
+  (``grads_donated=True`` and its step), as a step may whose gradients are a
+  temporary of the caller's.
 * torch: ``optimizer.step()`` with ``p.grad`` set to one of the same two gradient
   lists before each step (untimed), with the torch thread count (1 or the
   default) that copies fastest on this machine.
@@ -54,17 +56,19 @@ def bytes_per_param(state_arrays: float, itemsize: int = 4) -> float:
 _fresh_copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
 
-def jax_runner(factory: Callable[[], Any], params: Any, grads: list[Any]
-               ) -> Callable[[int], Callable[[], None]]:
+def jax_runner(factory: Callable[[], Any], params: Any, grads: list[Any],
+               donate_grads: bool = False) -> Callable[[int], Callable[[], None]]:
   """A runner (see :func:`benchmarks.timing.interleaved_medians`) of one donated jitted step.
 
   The step starts from a copy of ``params`` (it donates its params) and alternates
-  between the two trees of ``grads``; it is compiled (one step run) before this returns.
+  between the two trees of ``grads``, a fresh copy each step (so the step may
+  donate it: ``donate_grads``, see :func:`benchmarks.contenders.make_step`); it is
+  compiled (one step run) before this returns.
   """
   tx = factory()
   params = _fresh_copy(params)
   box = [params, tx.init(params)]
-  step = contenders.make_step(tx)
+  step = contenders.make_step(tx, donate_grads)
 
   def run_once(i):
     g = jax.block_until_ready(_fresh_copy(grads[i % 2]))
@@ -127,7 +131,7 @@ def run_case(label: str, kind: str, shapes: trees.Shapes, *,
   runners: dict[str, Callable[[int], Callable[[], Any]]] = {}
   state_arrays: dict[str, float] = {}
   for name, factory in jax_contenders.items():
-    runners[name] = jax_runner(factory, params, grads)
+    runners[name] = jax_runner(factory, params, grads, name in contenders.DONATES_GRADS)
     state_arrays[name] = memory.jax_state_bytes(factory, shapes) / (4 * num_params)
   torch_threads = None
   if include_torch:

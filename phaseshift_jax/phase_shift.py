@@ -124,14 +124,29 @@ def _unstack(vector: jax.Array) -> list[jax.Array]:
   return scalars
 
 
+def _own_history(grad: jax.Array, prev: jax.Array, after: jax.Array,
+                 grads_donated: bool) -> jax.Array:
+  """The new history of a leaf with an array of its own: its gradient.
+
+  By default it is computed only once ``after`` (an int32 that is always 0) is,
+  so that a step donating its state overwrites the old history in place once
+  the changes have read it. With ``grads_donated`` it is the gradient itself, so
+  that a step donating the gradients hands their buffer to the history (no copy
+  at all); the two are the same values.
+  """
+  if grads_donated:
+    return grad.astype(prev.dtype)
+  return _copy_after(grad.astype(prev.dtype), after)
+
+
 def _changes_and_new_history(
     grad_leaves: list[Any], history: history_lib.GradientHistory, live: list[int],
-    dtype: jnp.dtype, per_element: bool,
+    dtype: jnp.dtype, per_element: bool, grads_donated: bool,
 ) -> tuple[jax.Array, jax.Array | None, list[Any], list[Any], dict[int, tuple[Any, ...]]]:
   """The change of every live leaf (in ``live`` order), their arg-max elements, the new history.
 
   ``live`` are the flattened positions of the leaves with a gradient. A leaf
-  without one keeps its history.
+  without one keeps its history. ``grads_donated``: see :func:`_own_history`.
 
   Returns ``(changes, elements, new_own, new_stacks, deferred)``. With
   ``per_element``, a leaf with an array of its own gets no arg-max here (its
@@ -144,9 +159,7 @@ def _changes_and_new_history(
   new_own, new_stacks = list(history.own), list(history.stacks)
   deferred: dict[int, tuple[Any, ...]] = {}
   live_index = {p: i for i, p in enumerate(live)}
-  # A large leaf: one reduction; its new history is its gradient, copied once its
-  # change is known (the opaque zero depends on it), so the copy overwrites the
-  # old history in place instead of XLA copying the old history aside first.
+  # A large leaf: one reduction; its new history is its gradient (_own_history).
   for p in live:
     slot = slots[p]
     if slot[0] != history_lib.OWN:
@@ -159,7 +172,8 @@ def _changes_and_new_history(
       element_parts.append(jnp.full([1], -1, jnp.int32))
       deferred[slot[1]] = (live_index[p], grad, prev)
     else:
-      new_own[slot[1]] = _copy_after(grad.astype(prev.dtype), (value < 0).astype(jnp.int32))
+      new_own[slot[1]] = _own_history(grad, prev, (value < 0).astype(jnp.int32),
+                                      grads_donated)
   # Small leaves of one shape: one reduction over the stack, then the stacked
   # gradients written over the stack in place, again once the changes are known.
   for s, positions in enumerate(history.stacked_groups()):
@@ -193,7 +207,8 @@ def _changes_and_new_history(
 
 
 def _own_elements(deferred: dict[int, tuple[Any, ...]], new_own: list[Any],
-                  elements: jax.Array, hit_vector: jax.Array) -> jax.Array:
+                  elements: jax.Array, hit_vector: jax.Array, grads_donated: bool
+                  ) -> jax.Array:
   """Element mode: the arg-max of the picked leaf if it has an array of its own.
 
   Each such leaf runs its arg-max pass under ``lax.cond`` on whether it was
@@ -213,8 +228,8 @@ def _own_elements(deferred: dict[int, tuple[Any, ...]], new_own: list[Any],
         lambda g, h: jnp.asarray(-1, jnp.int32), grad, prev)
     indices.append(i)
     found.append(element)
-    new_own[own_index] = _copy_after(grad.astype(prev.dtype),
-                                     (element < -1).astype(jnp.int32))
+    new_own[own_index] = _own_history(grad, prev, (element < -1).astype(jnp.int32),
+                                      grads_donated)
   return elements.at[np.asarray(indices)].set(jnp.stack(found))
 
 
@@ -227,6 +242,7 @@ def _kick_step(
     selection: str,
     granularity: str,
     name: str,
+    grads_donated: bool = False,
 ) -> tuple[list[Any], Any, PhaseShiftState]:
   """The kick for every leaf and the next state.
 
@@ -254,7 +270,7 @@ def _kick_step(
   dtype = state.shift_change.dtype
   per_element = granularity == "element"
   change_vector, elements, new_own, new_stacks, deferred = _changes_and_new_history(
-      grad_leaves, history, live, dtype, per_element)
+      grad_leaves, history, live, dtype, per_element, grads_donated)
   picked, change = selection_lib.select_leaf(
       change_vector, min_gradient_magnitude, selection)  # index into `live`
   shifted_leaf = picked
@@ -266,7 +282,7 @@ def _kick_step(
         picked >= 0, jnp.asarray([state_index[p] for p in live], jnp.int32)[safe], -1)
     hit_vector = jnp.arange(len(live), dtype=jnp.int32) == picked
     if per_element:
-      elements = _own_elements(deferred, new_own, elements, hit_vector)
+      elements = _own_elements(deferred, new_own, elements, hit_vector, grads_donated)
       shifted_element = jnp.where(picked >= 0, elements[safe], -1)
       # Per leaf: the flat index of the element to kick, or -1.
       targets = _unstack(jnp.where(hit_vector, elements, -1))
@@ -355,6 +371,7 @@ def phase_shift(
     *,
     selection: selection_lib.Selection = "argmax",
     granularity: selection_lib.Granularity = "tensor",
+    grads_donated: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""The PhaseShift optimizer: gradient descent plus a kick on the leaf whose gradient changed most.
 
@@ -400,6 +417,24 @@ def phase_shift(
       original code, literally).
     granularity: ``"tensor"`` (default, as the original: the whole leaf) or
       ``"element"`` (the single element with the largest change).
+    grads_donated: speed only, the results are bit for bit the same. Set it
+      when the jitted step donates the gradients and takes them *before* the
+      optimizer state::
+
+        @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
+        def step(params, grads, opt_state):
+          updates, opt_state = tx.update(grads, opt_state, params)
+          return optax.apply_updates(params, updates), opt_state
+
+      JAX pairs donated inputs with outputs of the same shape in argument order,
+      so each leaf of 4,096 elements or more hands its gradient's buffer to its
+      new history and the step writes no history for it (on CPU, about a third
+      less time on large leaves). Keep the default when the step donates params
+      and state only, or computes the gradients itself (a Flax train step): the
+      old history is then overwritten in place, while with ``True`` XLA would
+      copy it aside first (about 2x slower). JAX warns at compile time that
+      some donated buffers were not usable (the old history and the small
+      leaves' gradients, which have no output to go to): expected here.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs`` with state :class:`PhaseShiftState`.
@@ -411,6 +446,8 @@ def phase_shift(
     _check_hyperparameter("learning_rate", learning_rate, non_negative=True)
   _validate(threshold, shift_boundary, min_gradient_magnitude, selection,
             granularity)
+  if not isinstance(grads_donated, bool):
+    raise TypeError(f"grads_donated must be a bool, got {grads_donated!r}")
 
   def init_fn(params):
     return _init_state(params)
@@ -420,7 +457,7 @@ def phase_shift(
     lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
     kicks, treedef, new_state = _kick_step(
         updates, state, threshold, shift_boundary, min_gradient_magnitude,
-        selection, granularity, "phase_shift")
+        selection, granularity, "phase_shift", grads_donated)
     grad_leaves, _ = _flatten(updates)
     new_updates = treedef.unflatten([
         None if kick is None else _add_kick((-lr * grad).astype(grad.dtype), kick, state.count)
