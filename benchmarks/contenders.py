@@ -106,8 +106,9 @@ def make_step(tx: optax.GradientTransformation, donate_grads: bool = False
   With ``donate_grads`` the gradients are donated too and the jitted function
   takes them before the state, ``(params, grads, opt_state)``, so that JAX pairs
   them with the state's outputs first: for ``phase_shift(..., grads_donated=True)``
-  the new history then is the gradients' buffer. The returned ``step`` (and its
-  ``lower``) keep the ``(params, opt_state, grads)`` order for the caller.
+  the new history then is the gradients' buffer. The returned ``step`` keeps the
+  ``(params, opt_state, grads)`` order for the caller (and is not a jitted object:
+  ``lower`` it only without ``donate_grads``).
   """
 
   def update_and_apply(params, opt_state, grads):
@@ -119,8 +120,4 @@ def make_step(tx: optax.GradientTransformation, donate_grads: bool = False
   jitted = jax.jit(lambda params, grads, opt_state: update_and_apply(params, opt_state, grads),
                    donate_argnums=(0, 1, 2))
 
-  def step(params, opt_state, grads):
-    return jitted(params, grads, opt_state)
-
-  step.lower = lambda params, opt_state, grads: jitted.lower(params, grads, opt_state)
-  return step
+  return lambda params, opt_state, grads: jitted(params, grads, opt_state)

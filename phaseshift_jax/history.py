@@ -50,7 +50,8 @@ def unbox(value: Any) -> Any:
   return get_value() if callable(get_value) else value.value
 
 
-def _flatten(tree: Any) -> tuple[list[Any], Any]:
+def flatten(tree: Any) -> tuple[list[Any], Any]:
+  """The leaves of a params-like tree with ``None`` kept as a leaf, and the treedef."""
   return jax.tree.flatten(tree, is_leaf=lambda x: x is None)
 
 
@@ -87,7 +88,7 @@ class GradientHistory:
   @classmethod
   def zeros_like(cls, params: Any) -> GradientHistory:
     """The history before the first step: zeros of the params' shapes and dtypes."""
-    leaves, treedef = _flatten(params)
+    leaves, treedef = flatten(params)
     groups: dict[tuple[Any, ...], list[int]] = {}
     for position, leaf in enumerate(leaves):
       if leaf is not None and jnp.size(leaf) < SMALL_LEAF:

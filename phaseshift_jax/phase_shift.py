@@ -79,17 +79,13 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
-def _flatten(tree: Any) -> tuple[list[Any], Any]:
-  return jax.tree.flatten(tree, is_leaf=lambda x: x is None)
-
-
 def _common_dtype(leaves: list[Any]) -> jnp.dtype:
   dtypes = [jnp.asarray(leaf).dtype for leaf in leaves if leaf is not None]
   return jnp.result_type(*dtypes) if dtypes else jnp.dtype(jnp.float32)
 
 
 def _init_state(params: optax.Params) -> PhaseShiftState:
-  leaves, _ = _flatten(params)
+  leaves, _ = history_lib.flatten(params)
   return PhaseShiftState(
       count=jnp.zeros([], jnp.int32),
       history=history_lib.GradientHistory.zeros_like(params),
@@ -256,7 +252,7 @@ def _kick_step(
   kernel depends on the leaf's position in the tree, so XLA compiles one update
   per distinct leaf shape.
   """
-  grad_leaves, treedef = _flatten(grads)
+  grad_leaves, treedef = history_lib.flatten(grads)
   history = state.history
   history.check_structure(treedef, grad_leaves, name)
   slots = history.layout.slots
@@ -458,7 +454,7 @@ def phase_shift(
     kicks, treedef, new_state = _kick_step(
         updates, state, threshold, shift_boundary, min_gradient_magnitude,
         selection, granularity, "phase_shift", grads_donated)
-    grad_leaves, _ = _flatten(updates)
+    grad_leaves, _ = history_lib.flatten(updates)
     new_updates = treedef.unflatten([
         None if kick is None else _add_kick((-lr * grad).astype(grad.dtype), kick, state.count)
         for grad, kick in zip(grad_leaves, kicks)])
