@@ -48,8 +48,26 @@ def leaf_change(grad: jax.Array, prev_grad: jax.Array) -> jax.Array:
   """
   if grad.size == 0:
     return jnp.zeros((), grad.dtype)
-  rows = _nan_propagating_max(_abs_diff(grad, prev_grad, _rows(grad.size)))
+  diff = _fold_in_half(jnp.abs(grad - prev_grad).reshape(-1))
+  rows = _nan_propagating_max(diff.reshape(_rows(diff.size), -1))
   return rows[0] if rows.shape[0] == 1 else _nan_propagating_max(rows[None])[0]
+
+
+def _fold_in_half(diff: jax.Array) -> jax.Array:
+  """``maximum(first half, second half)`` of a flat leaf of at least ``4 * _MIN_ROW`` (even) elements.
+
+  The maximum is unchanged, and NaN still propagates (``jnp.maximum`` returns NaN
+  if either side is NaN). XLA fuses the fold into the reduction's loop. On x86 that
+  loop is bound by the latency of its running maximum (a NaN-propagating vector
+  max is several instructions), and the fold's maxima are independent of it, so
+  the loop carries half as many steps: measured on 2 EPYC cores, a step at 10
+  leaves / 10M parameters went from 1.95x to 1.77x optax.sgd with donated
+  gradients (3.06x to 2.99x without). Other leaves are returned as they are.
+  """
+  if diff.size % 2 or diff.size < 4 * _MIN_ROW:
+    return diff
+  half = diff.size // 2
+  return jnp.maximum(diff[:half], diff[half:])
 
 
 def _nan_propagating_max(diff: jax.Array) -> jax.Array:
