@@ -155,21 +155,26 @@ def _changes_and_new_history(
   new_own, new_stacks = list(history.own), list(history.stacks)
   deferred: dict[int, tuple[Any, ...]] = {}
   live_index = {p: i for i, p in enumerate(live)}
-  # A large leaf: one reduction; its new history is its gradient (_own_history).
+  # A large leaf: one reduction (its rows are finished with all the others'); its
+  # new history is its gradient (_own_history), written right after that reduction.
+  own_rows = []
   for p in live:
     slot = slots[p]
     if slot[0] != history_lib.OWN:
       continue
     grad, prev = grad_leaves[p], history.own[slot[1]]
-    value = selection_lib.leaf_change(grad, prev)
+    maxima, has_nan = selection_lib.leaf_row_changes(grad, prev)
+    own_rows.append((maxima, has_nan))
     order.append(p)
-    change_parts.append(value[None].astype(dtype))
     if per_element:
-      element_parts.append(jnp.full([1], -1, jnp.int32))
       deferred[slot[1]] = (live_index[p], grad, prev)
     else:
-      new_own[slot[1]] = _own_history(grad, prev, (value < 0).astype(jnp.int32),
+      new_own[slot[1]] = _own_history(grad, prev, (maxima[0] < 0).astype(jnp.int32),
                                       grads_donated)
+  if own_rows:
+    change_parts.append(selection_lib.leaf_changes(own_rows).astype(dtype))
+    if per_element:
+      element_parts.append(jnp.full([len(own_rows)], -1, jnp.int32))
   # Small leaves of one shape: one reduction over the stack, then the stacked
   # gradients written over the stack in place, again once the changes are known.
   for s, positions in enumerate(history.stacked_groups()):
@@ -247,7 +252,8 @@ def _kick_step(
   Callers add it with :func:`_add_kick`.
 
   Cost: the changes take one reduction per large leaf and one per stack of small
-  leaves of one shape (see :mod:`phaseshift_jax.history`); the selection works on
+  leaves of one shape (see :mod:`phaseshift_jax.history`), and one small reduction
+  finishing the large leaves' row maxima together; the selection works on
   the vector of ``n`` changes; the kick is fused into each leaf's update. No update
   kernel depends on the leaf's position in the tree, so XLA compiles one update
   per distinct leaf shape.
@@ -484,6 +490,15 @@ def with_phase_shift(
   updates as ``with_phase_shift(optax.sgd(lr), ...)``, and PhaseShift-Adam is
   ``with_phase_shift(optax.adam(lr), ...)``. Extra arguments to ``update`` (such as
   ``value`` for line searches) are passed on to ``inner``.
+
+  There is no ``grads_donated`` here. JAX pairs donated inputs with outputs of
+  the same shape in argument order, so with an inner state of the params' shapes
+  (Adam's ``mu`` and ``nu``) the gradients' buffers pair with the first such
+  output and each later state array with the buffer of the one before it,
+  whatever the order of the state's fields. Measured with the fields reordered
+  (history first) and the gradients donated, PhaseShift-Adam at 10 leaves / 10M
+  parameters took 55 ms a step, against 19 ms with params and state donated
+  only: jit it that way.
 
   Args:
     inner: the optimizer whose updates get the kick.

@@ -12,6 +12,7 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Selection = Literal["argmax", "last"]
 Granularity = Literal["tensor", "element"]
@@ -46,11 +47,44 @@ def leaf_change(grad: jax.Array, prev_grad: jax.Array) -> jax.Array:
   ``g - h`` has a NaN change and is never picked. A zero-size leaf has change 0
   (torch raises there), so it is never picked either.
   """
+  return leaf_changes([leaf_row_changes(grad, prev_grad)])[0]
+
+
+def leaf_row_changes(grad: jax.Array, prev_grad: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """The pass over one leaf: ``(maxima, has_nan)`` of :math:`|g - h|` in rows.
+
+  Both have shape ``(rows,)`` (see ``_ROWS``); :func:`leaf_changes` finishes them.
+  A zero-size leaf gives one row of maximum 0.
+  """
   if grad.size == 0:
-    return jnp.zeros((), grad.dtype)
+    return jnp.zeros((1,), grad.dtype), jnp.zeros((1,), bool)
   diff = _fold_in_half(jnp.abs(grad - prev_grad).reshape(-1))
-  rows = _nan_propagating_max(diff.reshape(_rows(diff.size), -1))
-  return rows[0] if rows.shape[0] == 1 else _nan_propagating_max(rows[None])[0]
+  return _max_and_nan(diff.reshape(_rows(diff.size), -1))
+
+
+def leaf_changes(row_changes_of_leaves: list[tuple[jax.Array, jax.Array]]) -> jax.Array:
+  """The changes of several leaves, in order, from their :func:`leaf_row_changes`.
+
+  The leaves with the same number of rows are finished together: one reduction
+  over their stacked rows, instead of two small kernels per leaf (at 500 large
+  leaves, a thousand kernel launches fewer).
+  """
+  groups: dict[int, list[int]] = {}
+  for i, (maxima, _) in enumerate(row_changes_of_leaves):
+    groups.setdefault(maxima.shape[0], []).append(i)
+  order, parts = [], []
+  for members in groups.values():
+    maxima = jnp.stack([row_changes_of_leaves[i][0] for i in members])
+    has_nan = jnp.stack([row_changes_of_leaves[i][1] for i in members])
+    if maxima.shape[1] > 1:
+      largest, any_nan = _max_and_nan(maxima)
+      maxima, has_nan = largest, any_nan | jnp.any(has_nan, axis=1)
+    else:
+      maxima, has_nan = maxima[:, 0], has_nan[:, 0]
+    parts.append(jnp.where(has_nan, jnp.asarray(jnp.nan, maxima.dtype), maxima))
+    order += members
+  changes = jnp.concatenate(parts) if len(parts) > 1 else parts[0]
+  return changes if order == sorted(order) else changes[np.argsort(order)]
 
 
 def _fold_in_half(diff: jax.Array) -> jax.Array:
@@ -78,11 +112,16 @@ def _nan_propagating_max(diff: jax.Array) -> jax.Array:
   returns the largest number). So NaN is tracked explicitly, in the same pass:
   one variadic reduction of ``(value, isnan)`` pairs.
   """
-  zero = jnp.zeros((), diff.dtype)
-  largest, has_nan = jax.lax.reduce(
-      (diff, jnp.isnan(diff)), (zero, jnp.asarray(False)),
-      lambda a, b: (jnp.maximum(a[0], b[0]), a[1] | b[1]), (1,))
+  largest, has_nan = _max_and_nan(diff)
   return jnp.where(has_nan, jnp.asarray(jnp.nan, diff.dtype), largest)
+
+
+def _max_and_nan(diff: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Row-wise ``(maximum, any NaN)`` of a ``(rows, size)`` matrix of values >= 0, in one pass."""
+  zero = jnp.zeros((), diff.dtype)
+  return tuple(jax.lax.reduce(
+      (diff, jnp.isnan(diff)), (zero, jnp.asarray(False)),
+      lambda a, b: (jnp.maximum(a[0], b[0]), a[1] | b[1]), (1,)))
 
 
 def _change_and_argmax_rows(diff: jax.Array) -> tuple[jax.Array, jax.Array]:
