@@ -54,3 +54,22 @@ def test_leaf_change_of_an_empty_leaf_is_zero():
   empty = jnp.zeros((0, 3))
   for change in _leaf_change_both_ways(empty, empty):
     assert float(change) == 0.0
+
+
+def test_leaf_changes_of_mixed_row_counts_come_back_in_order():
+  """Leaves finished in groups by row count come back in the order given, NaN kept."""
+  rng = np.random.default_rng(7)
+  sizes = (1 << 20, 4097, 8192, 5000, 1 << 20, 4097, 0, 3)
+  rows = {selection.leaf_row_changes(jnp.zeros(n), jnp.zeros(n))[0].shape[0] for n in sizes}
+  assert len(rows) >= 4  # the sizes do make several groups
+  grads = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+  prevs = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+  grads[2][8191] = np.nan
+  expected = [np.max(np.abs(g - h)) if g.size else 0.0 for g, h in zip(grads, prevs)]
+
+  def changes(grads, prevs):
+    return selection.leaf_changes([selection.leaf_row_changes(g, h)
+                                   for g, h in zip(grads, prevs)])
+
+  for got in (changes(grads, prevs), jax.jit(changes)(grads, prevs)):
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(expected, np.float32))
