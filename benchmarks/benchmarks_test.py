@@ -54,6 +54,9 @@ def test_every_contender_ran(results):
   assert case["results"]["optax.sgd"]["vs_optax.sgd"] == 1.0
   assert case["results"]["phase_shift"]["bytes_per_param"] == 20  # read g, h, p; write p, h
   assert case["results"]["optax.adam"]["bytes_per_param"] == 28
+  # the donated gradients become the history (not written); the floor moves SGD's bytes
+  assert case["results"]["phase_shift[donated grads]"]["bytes_per_param"] == 16
+  assert case["results"]["floor[phase_shift I/O]"]["bytes_per_param"] == 12
   assert case["bandwidth"]["limit_gbps"] > 0
   assert (case["leaves"], case["params"]) == trees.count(TINY)
 

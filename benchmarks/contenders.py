@@ -58,6 +58,15 @@ BUILTIN: dict[str, Callable[[], optax.GradientTransformation]] = {
 # (the recipe of phase_shift's ``grads_donated``); the others donate params and state.
 DONATES_GRADS = frozenset({"phase_shift[donated grads]"})
 
+# (state arrays read, state arrays written) per parameter where a step does not
+# read and write all of its state: with donated gradients the new history is the
+# gradients' buffer (nothing written); the floor passes its state through untouched.
+# The fraction of the bandwidth limit counts these bytes.
+STATE_TRAFFIC: dict[str, tuple[int, int]] = {
+    "phase_shift[donated grads]": (1, 0),
+    "floor[phase_shift I/O]": (0, 0),
+}
+
 # phaseshift_jax.compat.<family>.<function>, built with its defaults and lr=LR.
 COMPAT: dict[str, tuple[str, ...]] = {
     "torch": ("sgd", "adagrad", "rmsprop", "adam", "adamw"),
