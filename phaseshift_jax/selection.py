@@ -69,6 +69,8 @@ def leaf_changes(row_changes_of_leaves: list[tuple[jax.Array, jax.Array]]) -> ja
   over their stacked rows, instead of two small kernels per leaf (at 500 large
   leaves, a thousand kernel launches fewer).
   """
+  if not row_changes_of_leaves:
+    raise ValueError("leaf_changes needs at least one leaf")
   groups: dict[int, list[int]] = {}
   for i, (maxima, _) in enumerate(row_changes_of_leaves):
     groups.setdefault(maxima.shape[0], []).append(i)

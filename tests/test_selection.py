@@ -50,6 +50,11 @@ def test_leaf_change_is_nan_wherever_the_nan_is(size):
       assert np.isnan(float(change)), (size, position)
 
 
+def test_leaf_changes_of_no_leaves_is_an_error():
+  with pytest.raises(ValueError, match="at least one leaf"):
+    selection.leaf_changes([])
+
+
 def test_leaf_change_of_an_empty_leaf_is_zero():
   empty = jnp.zeros((0, 3))
   for change in _leaf_change_both_ways(empty, empty):
