@@ -17,6 +17,7 @@ import optax
 import pytest
 
 import phaseshift_jax as ps
+from tests.compiled import large_intermediates
 
 pytestmark = pytest.mark.filterwarnings("ignore:Some donated buffers were not usable")
 
@@ -111,6 +112,9 @@ def test_each_recipe_compiles_to_no_copy_of_a_large_leaf(grads_donated, granular
   p = params()
   text = jit_step(tx, grads_donated).lower(p, grads(0), tx.init(p)).compile().as_text()
   assert large_copies(text) == []
+  # nor any other temporary of half a large leaf (the fold's half) or more: each pass
+  # over a large leaf reads its arrays and writes only outputs
+  assert large_intermediates(text, np.prod(BIG) // 2) == []
 
 
 def test_grads_donated_must_be_a_bool():

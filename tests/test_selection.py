@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from phaseshift_jax import selection
+from tests.compiled import large_intermediates
 
 # below / at / above the fold's 4,096 elements, odd (not folded), and large
 SIZES = (1, 1000, 4095, 4096, 4097, 5000, 3 * 8192 + 2, 1 << 20)
@@ -78,3 +79,25 @@ def test_leaf_changes_of_mixed_row_counts_come_back_in_order():
 
   for got in (changes(grads, prevs), jax.jit(changes)(grads, prevs)):
     np.testing.assert_array_equal(np.asarray(got), np.asarray(expected, np.float32))
+
+
+
+@pytest.mark.parametrize("size", [8192, 1 << 20])
+def test_a_large_leaf_is_reduced_in_one_pass_without_a_temporary(size):
+  """The fold, the row reduction and the NaN flags compile to one pass over g and h.
+
+  XLA:CPU hands a plain maximum reduction (e.g. one whose NaN flags were dropped)
+  to a library call that first materializes its input, several times slower.
+  """
+  grad = jnp.zeros(size)
+
+  def changes(g, h):
+    return selection.leaf_changes([selection.leaf_row_changes(g, h)])
+
+  def maxima_only(g, h):  # the NaN flags unused: XLA drops them, and the pass changes
+    return selection.leaf_row_changes(g, h)[0]
+
+  text = jax.jit(changes).lower(grad, grad).compile().as_text()
+  assert large_intermediates(text, size // 2) == []
+  text = jax.jit(maxima_only).lower(grad, grad).compile().as_text()
+  assert large_intermediates(text, size // 2) != []  # the check can fail
