@@ -35,11 +35,9 @@ def _rate(num_bytes: int, stats: dict[str, float]) -> float:
   return num_bytes / stats["median_s"] / 1e9
 
 
-def copy_bandwidth(num_elements: int, *, warmup: int = 3, steps: int = 20) -> dict[str, Any]:
-  """GB/s of an elementwise pass over ``num_elements`` float32 values, four ways (see module doc)."""
+def _jax_rates(num_elements: int, warmup: int, steps: int) -> dict[str, float]:
+  """``jax_in_place`` and ``jax_fresh`` (its arrays are freed when it returns)."""
   num_bytes = 8 * num_elements
-  rates: dict[str, float] = {}
-
   box = [jnp.zeros((num_elements,), jnp.float32)]
 
   def donated(_):
@@ -48,13 +46,19 @@ def copy_bandwidth(num_elements: int, *, warmup: int = 3, steps: int = 20) -> di
       box[0].block_until_ready()
     return thunk
 
-  rates["jax_in_place"] = _rate(num_bytes, timing.median_seconds(donated, warmup=warmup,
-                                                                 steps=steps))
   x = jnp.zeros((num_elements,), jnp.float32)
-  rates["jax_fresh"] = _rate(num_bytes, timing.median_seconds(
-      lambda _: lambda: _fresh(x).block_until_ready(), warmup=warmup, steps=steps))
-  del box, x
+  return {
+      "jax_in_place": _rate(num_bytes, timing.median_seconds(donated, warmup=warmup,
+                                                             steps=steps)),
+      "jax_fresh": _rate(num_bytes, timing.median_seconds(
+          lambda _: lambda: _fresh(x).block_until_ready(), warmup=warmup, steps=steps)),
+  }
 
+
+def copy_bandwidth(num_elements: int, *, warmup: int = 3, steps: int = 20) -> dict[str, Any]:
+  """GB/s of an elementwise pass over ``num_elements`` float32 values, four ways (see module doc)."""
+  num_bytes = 8 * num_elements
+  rates = _jax_rates(num_elements, warmup, steps)
   if jax.default_backend() == "cpu":
     a = np.zeros(num_elements, np.float32)
     rates["numpy_in_place"] = _rate(num_bytes, timing.median_seconds(

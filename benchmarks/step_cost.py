@@ -26,6 +26,7 @@ times 4 bytes). Run ``python -m benchmarks.step_cost``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -182,7 +183,7 @@ def run(sizes=SIZES, models=MODELS, *, include_compat: bool = True, include_torc
     jax_contenders = {k: v for k, v in jax_contenders.items() if k in keep}
   if include_torch:
     try:
-      import torch  # pylint: disable=import-outside-toplevel,unused-import
+      importlib.import_module("torch")
     except ImportError as e:
       include_torch = False
       notes.append(f"torch contenders skipped: {e}")
