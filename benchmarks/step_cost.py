@@ -20,7 +20,9 @@ memory-bandwidth limit, ``(bytes the step must move / measured copy bandwidth) /
 time``, where a step must read the gradients, params and state
 and write params and state: ``(3 + 2 s) * 4`` bytes per float32 parameter with
 ``s`` state arrays per parameter (SGD 3, Adam 7, PhaseShift 5, PhaseShift-Adam 9
-times 4 bytes). Run ``python -m benchmarks.step_cost``.
+times 4 bytes), less what a step need not read or write
+(``contenders.STATE_TRAFFIC``: PhaseShift with donated gradients 4, the floor 3).
+Run ``python -m benchmarks.step_cost``.
 """
 
 from __future__ import annotations

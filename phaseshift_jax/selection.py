@@ -58,7 +58,7 @@ def leaf_row_changes(grad: jax.Array, prev_grad: jax.Array) -> tuple[jax.Array, 
   """
   if grad.size == 0:
     return jnp.zeros((1,), grad.dtype), jnp.zeros((1,), bool)
-  diff = _fold_in_half(jnp.abs(grad - prev_grad).reshape(-1))
+  diff = _fold_in_half(_abs_diff(grad, prev_grad, 1)[0])
   return _max_and_nan(diff.reshape(_rows(diff.size), -1))
 
 
@@ -78,12 +78,8 @@ def leaf_changes(row_changes_of_leaves: list[tuple[jax.Array, jax.Array]]) -> ja
   for members in groups.values():
     maxima = jnp.stack([row_changes_of_leaves[i][0] for i in members])
     has_nan = jnp.stack([row_changes_of_leaves[i][1] for i in members])
-    if maxima.shape[1] > 1:
-      largest, any_nan = _max_and_nan(maxima)
-      maxima, has_nan = largest, any_nan | jnp.any(has_nan, axis=1)
-    else:
-      maxima, has_nan = maxima[:, 0], has_nan[:, 0]
-    parts.append(jnp.where(has_nan, jnp.asarray(jnp.nan, maxima.dtype), maxima))
+    parts.append(_nan_propagating_max(
+        jnp.where(has_nan, jnp.asarray(jnp.nan, maxima.dtype), maxima)))
     order += members
   changes = jnp.concatenate(parts) if len(parts) > 1 else parts[0]
   return changes if order == sorted(order) else changes[np.argsort(order)]

@@ -21,3 +21,11 @@ def large_intermediates(compiled_text: str, min_elements: int) -> list[str]:
     if size >= min_elements and match.group(1) not in outputs:
       found.append(line.strip()[:160])
   return found
+
+
+def copies_of_shapes(compiled_text: str, shapes: set[tuple[int, ...]]) -> list[str]:
+  """The f32 ``copy`` instructions of a compiled program whose result has one of ``shapes``."""
+  wanted = {",".join(map(str, shape)) for shape in shapes}
+  return [line.strip() for line in compiled_text.splitlines()
+          if (match := re.search(r"= f32\[([0-9,]+)\]\{[0-9,]*\} copy\(", line))
+          and match.group(1) in wanted]

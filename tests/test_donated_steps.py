@@ -7,8 +7,6 @@ leaves' history without a copy: checked on the compiled program and on the
 buffers the step returns.
 """
 
-import re
-
 import chex
 import jax
 import jax.numpy as jnp
@@ -17,6 +15,7 @@ import optax
 import pytest
 
 import phaseshift_jax as ps
+from tests.compiled import copies_of_shapes
 from tests.compiled import large_intermediates
 
 pytestmark = pytest.mark.filterwarnings("ignore:Some donated buffers were not usable")
@@ -52,12 +51,6 @@ def jit_step(tx, grads_donated):
 MODES = [("argmax", "tensor"), ("last", "tensor"), ("argmax", "element")]
 
 
-def large_copies(compiled_text: str) -> list[str]:
-  """The copy instructions of the compiled program whose result has a large leaf's shape."""
-  shapes = {",".join(map(str, BIG)), ",".join(map(str, BIG[::-1]))}
-  return [line.strip() for line in compiled_text.splitlines()
-          if re.search(r"= f32\[([0-9,]+)\]\{[0-9,]*\} copy\(", line)
-          and re.search(r"f32\[([0-9,]+)\]", line).group(1) in shapes]
 
 
 @pytest.mark.parametrize("selection,granularity", MODES)
@@ -111,7 +104,7 @@ def test_each_recipe_compiles_to_no_copy_of_a_large_leaf(grads_donated, granular
   tx = ps.phase_shift(0.1, **HYPER, granularity=granularity, grads_donated=grads_donated)
   p = params()
   text = jit_step(tx, grads_donated).lower(p, grads(0), tx.init(p)).compile().as_text()
-  assert large_copies(text) == []
+  assert copies_of_shapes(text, {BIG, BIG[::-1]}) == []
   # nor any other temporary of half a large leaf (the fold's half) or more: each pass
   # over a large leaf reads its arrays and writes only outputs
   assert large_intermediates(text, np.prod(BIG) // 2) == []
