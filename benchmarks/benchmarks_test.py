@@ -146,6 +146,14 @@ def test_breakdown_times_every_part_and_its_variants_compute_what_they_claim():
   u, s = tx.update(g, tx.init(params))
   jax.tree.map(np.testing.assert_array_equal, s.prev_grads, s_full.prev_grads)
   jax.tree.map(np.testing.assert_allclose, u, jax.tree.map(lambda x: -contenders.LR * x, g))
+  h = trees.random_tree(TINY, 2)
+  for tx, leaf_scalar in ((breakdown.reduction_only(), lambda a, b: np.max(np.abs(a - b))),
+                          (breakdown.dot_only(), lambda a, b: np.vdot(a, b))):
+    state = tx.init(params)
+    u, (_, _, scalars) = tx.update(g, (state[0], h, state[2]))
+    assert all(not np.any(x) for x in jax.tree.leaves(u))  # no update at all
+    np.testing.assert_allclose(scalars, [leaf_scalar(np.asarray(a), np.asarray(b)) for a, b in
+                                         zip(jax.tree.leaves(g), jax.tree.leaves(h))], rtol=1e-5)
 
 
 def test_side_by_side_step_times_run_for_tiny_trials():

@@ -7,6 +7,8 @@ start once the selection (a function of every leaf's reduction) is known, and
 this times, in one interleaved run on the same tree:
 
 * ``optax.sgd``: pass (2) alone, the yardstick;
+* ``read g and h (vdot)``: a dot product of ``g`` and ``h`` per leaf, the cheapest
+  way XLA reads both arrays: the floor of pass (1);
 * ``reduction``: pass (1) alone (the per-leaf changes, nothing written);
 * ``phase_shift without history write``: (1) + (2), the state's history left as it was
   (wrong as an optimizer; only for timing);
@@ -68,8 +70,9 @@ def sgd_with_history_write() -> optax.GradientTransformation:
   return optax.GradientTransformation(tx.init, update)
 
 
-def reduction_only() -> optax.GradientTransformation:
-  """SGD's state and no update at all: only the per-leaf changes, returned in the state."""
+def _per_leaf_scalars(leaf_scalar: Callable[[jax.Array, jax.Array], jax.Array]
+                      ) -> optax.GradientTransformation:
+  """SGD's state and no update at all: ``leaf_scalar(g, h)`` of every leaf, returned in the state."""
 
   def init(params):
     return (jnp.zeros([], jnp.int32),
@@ -78,15 +81,30 @@ def reduction_only() -> optax.GradientTransformation:
   def update(updates, state, params=None):
     del params
     count, prev, _ = state
-    changes = jnp.stack([selection.leaf_change(g, h) for g, h in
+    scalars = jnp.stack([leaf_scalar(g, h) for g, h in
                          zip(jax.tree.leaves(updates), jax.tree.leaves(prev))])
-    return jax.tree.map(jnp.zeros_like, updates), (count, prev, changes)
+    return jax.tree.map(jnp.zeros_like, updates), (count, prev, scalars)
 
   return optax.GradientTransformation(init, update)
 
 
+def reduction_only() -> optax.GradientTransformation:
+  """Only the per-leaf changes ``max|g - h|`` (pass (1)), nothing written but a scalar per leaf."""
+  return _per_leaf_scalars(selection.leaf_change)
+
+
+def dot_only() -> optax.GradientTransformation:
+  """Only ``vdot(g, h)`` per leaf: what reading ``g`` and ``h`` costs in XLA's tuned dot kernel.
+
+  The yardstick for pass (1): any pass that reads both arrays costs at least
+  about this much, whatever it computes.
+  """
+  return _per_leaf_scalars(lambda g, h: jnp.vdot(g, h).astype(jnp.float32))
+
+
 PARTS: dict[str, Callable[[], optax.GradientTransformation]] = {
     "optax.sgd": contenders.BUILTIN["optax.sgd"],
+    "read g and h (vdot)": dot_only,
     "reduction": reduction_only,
     "phase_shift without history write": without_history_write,
     "sgd + history write": sgd_with_history_write,
