@@ -76,10 +76,9 @@ def leaf_changes(row_changes_of_leaves: list[tuple[jax.Array, jax.Array]]) -> ja
     groups.setdefault(maxima.shape[0], []).append(i)
   order, parts = [], []
   for members in groups.values():
-    maxima = jnp.stack([row_changes_of_leaves[i][0] for i in members])
-    has_nan = jnp.stack([row_changes_of_leaves[i][1] for i in members])
     parts.append(_nan_propagating_max(
-        jnp.where(has_nan, jnp.asarray(jnp.nan, maxima.dtype), maxima)))
+        jnp.stack([row_changes_of_leaves[i][0] for i in members]),
+        jnp.stack([row_changes_of_leaves[i][1] for i in members])))
     order += members
   changes = jnp.concatenate(parts) if len(parts) > 1 else parts[0]
   return changes if order == sorted(order) else changes[np.argsort(order)]
@@ -102,23 +101,30 @@ def _fold_in_half(diff: jax.Array) -> jax.Array:
   return jnp.maximum(diff[:half], diff[half:])
 
 
-def _nan_propagating_max(diff: jax.Array) -> jax.Array:
+def _nan_propagating_max(diff: jax.Array, has_nan: jax.Array | None = None) -> jax.Array:
   """Row-wise maximum of a ``(rows, size)`` matrix of non-negative values, NaN if a row has NaN.
+
+  ``has_nan``: where the NaNs are, when the caller already knows (row maxima
+  with their flags, from :func:`leaf_row_changes`); by default ``isnan(diff)``.
 
   ``jnp.max`` does not guarantee that: XLA on CPU vectorizes max reductions with
   instructions that drop NaN (under jit, ``jnp.max`` of 5,000 values with one NaN
   returns the largest number). So NaN is tracked explicitly, in the same pass:
   one variadic reduction of ``(value, isnan)`` pairs.
   """
-  largest, has_nan = _max_and_nan(diff)
-  return jnp.where(has_nan, jnp.asarray(jnp.nan, diff.dtype), largest)
+  largest, any_nan = _max_and_nan(diff, has_nan)
+  return jnp.where(any_nan, jnp.asarray(jnp.nan, diff.dtype), largest)
 
 
-def _max_and_nan(diff: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """Row-wise ``(maximum, any NaN)`` of a ``(rows, size)`` matrix of values >= 0, in one pass."""
+def _max_and_nan(diff: jax.Array, has_nan: jax.Array | None = None
+                 ) -> tuple[jax.Array, jax.Array]:
+  """Row-wise ``(maximum, any NaN)`` of a ``(rows, size)`` matrix of values >= 0, in one pass.
+
+  ``has_nan``: the NaN flags of ``diff``'s values (by default ``isnan(diff)``).
+  """
   zero = jnp.zeros((), diff.dtype)
   return tuple(jax.lax.reduce(
-      (diff, jnp.isnan(diff)), (zero, jnp.asarray(False)),
+      (diff, jnp.isnan(diff) if has_nan is None else has_nan), (zero, jnp.asarray(False)),
       lambda a, b: (jnp.maximum(a[0], b[0]), a[1] | b[1]), (1,)))
 
 

@@ -51,8 +51,6 @@ def jit_step(tx, grads_donated):
 MODES = [("argmax", "tensor"), ("last", "tensor"), ("argmax", "element")]
 
 
-
-
 @pytest.mark.parametrize("selection,granularity", MODES)
 def test_grads_donated_gives_the_same_numbers(selection, granularity):
   results = {}
