@@ -7,8 +7,20 @@ from typing import Any
 import jax
 import numpy as np
 
-from phaseshift_jax import history
 from phaseshift_jax.phase_shift import PhaseShiftState
+
+
+def _is_boxed(value: Any) -> bool:
+  """True for ``nnx.Variable``-like boxes (a ``value`` property on the class)."""
+  return isinstance(getattr(type(value), "value", None), property)
+
+
+def _unbox(value: Any) -> Any:
+  """The array inside an ``nnx.Variable``-like box, else the value itself."""
+  if not _is_boxed(value):
+    return value
+  get_value = getattr(value, "get_value", None)  # flax >= 0.12 deprecates `.value`
+  return get_value() if callable(get_value) else value.value
 
 
 def find_phase_shift_state(opt_state: Any) -> PhaseShiftState:
@@ -37,7 +49,7 @@ def leaf_paths(tree: Any) -> list[str]:
   ``params/Conv_0/kernel`` for a Linen params dict, or ``conv/kernel`` for
   ``nnx.state(model, nnx.Param)`` (a Variable counts as one leaf).
   """
-  with_paths, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=history.is_boxed)
+  with_paths, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_boxed)
   return [jax.tree_util.keystr(path, simple=True, separator="/")
           for path, _ in with_paths]
 
@@ -60,7 +72,7 @@ def shifted_parameter(opt_state: Any, params: Any = None) -> str | None:
       different number of leaves than the state's history.
   """
   state = find_phase_shift_state(opt_state)
-  index = np.asarray(history.unbox(state.shifted_leaf))
+  index = np.asarray(_unbox(state.shifted_leaf))
   if index.shape != ():
     raise ValueError(
         f"shifted_parameter needs an unbatched state; shifted_leaf has shape {index.shape}")

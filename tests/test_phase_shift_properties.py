@@ -48,7 +48,16 @@ def test_jit_equals_eager(selection, granularity):
   tx = ps.phase_shift(0.1, selection=selection, granularity=granularity, **HYPER)
   eager, eager_state, _ = run(tx, params, grads)
   jitted, jit_state, _ = run(tx, params, grads, update=jax.jit(tx.update))
-  chex.assert_trees_all_equal(eager, jitted)
+  # Under jit XLA may fuse -lr * g + kick into one multiply-add, which skips the
+  # rounding of -lr * g: at most one ulp of the larger term, on kicked elements only.
+  kick = min(HYPER["threshold"], HYPER["shift_boundary"])
+  for g, e, j in zip(grads, eager, jitted):
+    for g, e, j in zip(jax.tree.leaves(g), jax.tree.leaves(e), jax.tree.leaves(j)):
+      g, e, j = np.asarray(g), np.asarray(e), np.asarray(j)
+      term = np.maximum(np.abs(0.1 * g), kick).astype(g.dtype)
+      assert np.all(np.abs(e - j) <= np.spacing(term)), (e, j)
+      unkicked = np.abs(e + 0.1 * g) < kick / 2
+      np.testing.assert_array_equal(e[unkicked], j[unkicked])
   chex.assert_trees_all_equal(eager_state, jit_state)
 
 
