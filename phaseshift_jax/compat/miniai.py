@@ -10,15 +10,20 @@ The two Adams of the post put :math:`\epsilon` in different places, and this mod
 ``adam`` adds it *inside* the square root, ``adam_with_annealing`` *outside*.
 
 ``lr`` has no default in the post (the ``Learner`` passes it); here too it is required.
+
+Every float hyperparameter can be injected with ``optax.inject_hyperparams``: the chain is the
+same whatever the values (``wd=0`` makes the decay an exact identity for finite parameters), so
+the state's structure does not depend on them, and ``update`` needs ``params``. Concrete bad
+values raise ``ValueError`` naming the argument; traced ones are not checked.
 """
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import optax
 
 from phaseshift_jax.schedules import on_float_count
 from phaseshift_jax.compat._common import (
-    chain,
     check_non_negative,
     check_positive_int,
     check_unit_interval,
@@ -43,9 +48,16 @@ def sgd(lr: optax.ScalarOrSchedule, wd: float = 0.0) -> optax.GradientTransforma
   Equals ``optax.sgd(lr)`` when ``wd == 0``; ``torch.optim.SGD``'s ``weight_decay`` is the L2 form
   :math:`\theta_t = \theta_{t-1} - \alpha(g_t + \lambda\theta_{t-1})`, the same number in exact
   arithmetic for plain SGD (the two differ once momentum is involved).
+
+  Args:
+    lr: learning rate :math:`\alpha` (float or schedule), >= 0.
+    wd: decoupled weight decay :math:`\lambda`, >= 0.
+
+  References:
+    The "Adam with annealing" post, ``SGD`` (``../shared/reference/004_*.txt``).
   """
   _check(lr, wd)
-  return chain(optax.add_decayed_weights(wd) if wd else None, optax.scale_by_learning_rate(lr))
+  return optax.chain(optax.add_decayed_weights(wd), optax.scale_by_learning_rate(lr))
 
 
 def adam(
@@ -73,6 +85,16 @@ def adam(
   ``1e-8``) sits inside the root, so it bounds the step by :math:`\alpha|\hat m|/\sqrt{\epsilon}`
   rather than :math:`\alpha|\hat m|/\epsilon`; ``beta2`` defaults to 0.99; weight decay is
   decoupled (AdamW-like) where torch's ``Adam`` adds an L2 term to the gradient.
+
+  Args:
+    lr: learning rate :math:`\alpha` (float or schedule), >= 0.
+    wd: decoupled weight decay :math:`\lambda`, >= 0.
+    beta1: :math:`\beta_1`, in [0, 1).
+    beta2: :math:`\beta_2`, in [0, 1).
+    eps: :math:`\epsilon`, >= 0, added inside the root.
+
+  References:
+    The "Adam with annealing" post, ``Adam`` (``../shared/reference/004_*.txt``).
   """
   _check(lr, wd, beta1, beta2, eps)
   return optax.adamw(lr, b1=beta1, b2=beta2, eps=0.0, eps_root=eps, weight_decay=wd)
@@ -98,20 +120,41 @@ def adam_with_annealing(
   step (``N = 1``, the default); pass the number of steps per epoch to anneal once per epoch.
   As in the post, the weight decay uses the base rate :math:`\alpha`, not the annealed one.
 
-  Built from ``optax.scale_by_adam``, ``optax.scale_by_schedule`` of
-  ``optax.exponential_decay(1, N, r, staircase=True)``, ``optax.add_decayed_weights`` and
+  Built from ``optax.scale_by_adam``, ``optax.scale_by_schedule`` of the factor
+  :math:`r^{\lfloor i / N \rfloor}` (the arithmetic of ``optax.exponential_decay(1, N, r,
+  staircase=True)``, written out so that :math:`r` and :math:`N` may be traced; unlike that
+  schedule it also follows the formula for :math:`r = 0`, as the post does: 1 for the first
+  :math:`N` steps, 0 afterwards), ``optax.add_decayed_weights`` and
   ``optax.scale_by_learning_rate``. Differs from ``optax.adam`` / ``torch.optim.Adam`` by the
   annealing factor, ``beta2=0.99``, ``eps=1e-5`` and the decoupled weight decay; it equals
   ``torch.optim.AdamW`` with a per-step ``ExponentialLR(gamma=r)`` only when ``wd == 0``
   (torch would anneal the decay too).
+
+  Args:
+    lr: learning rate :math:`\alpha` (float or schedule), >= 0.
+    wd: decoupled weight decay :math:`\lambda`, >= 0.
+    beta1: :math:`\beta_1`, in [0, 1).
+    beta2: :math:`\beta_2`, in [0, 1).
+    eps: :math:`\epsilon`, >= 0, added outside the root.
+    anneal_rate: :math:`r`, >= 0.
+    anneal_every: :math:`N`, an integer >= 1. Under ``optax.inject_hyperparams`` it is
+      injected as an int32 array like the floats (left at its default it is injected too), or
+      pass ``static_args=("anneal_every",)`` to keep it a Python int.
+
+  References:
+    The "Adam with annealing" post, ``AdamWithAnnealing`` (``../shared/reference/004_*.txt``).
   """
   _check(lr, wd, beta1, beta2, eps)
   check_non_negative("anneal_rate", anneal_rate)
   check_positive_int("anneal_every", anneal_every)
-  anneal = on_float_count(optax.exponential_decay(1.0, anneal_every, anneal_rate, staircase=True))
-  return chain(
+
+  def anneal(count):
+    factor = jnp.power(anneal_rate, jnp.floor(count / anneal_every))
+    return jnp.where(count <= 0, 1.0, factor)
+
+  return optax.chain(
       optax.scale_by_adam(b1=beta1, b2=beta2, eps=eps),
-      optax.scale_by_schedule(anneal),
-      optax.add_decayed_weights(wd) if wd else None,
+      optax.scale_by_schedule(on_float_count(anneal)),
+      optax.add_decayed_weights(wd),
       optax.scale_by_learning_rate(lr),
   )

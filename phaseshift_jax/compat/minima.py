@@ -12,13 +12,19 @@ where :math:`s_t` is the optimizer's step direction. In optax terms that is
 decay, as in AdamW), not torch's L2 term added to the gradient.
 
 Each factory accepts a float or an optax schedule as ``lr``; the decay then uses the scheduled rate.
+
+Every float hyperparameter can be injected with ``optax.inject_hyperparams``: the chain is the
+same whatever the values (``wd=0`` and ``momentum=0`` make their pieces exact identities for
+finite values), so the state's structure does not depend on them, and ``update`` needs
+``params``. Concrete bad values raise ``ValueError`` naming the argument; traced ones are not
+checked.
 """
 
 from __future__ import annotations
 
 import optax
 
-from phaseshift_jax.compat._common import chain, check_non_negative, check_unit_interval
+from phaseshift_jax.compat._common import check_non_negative, check_unit_interval
 
 __all__ = ["sgd", "adagrad", "rmsprop", "adam"]
 
@@ -40,20 +46,30 @@ def sgd(
       \theta_t = (1 - \alpha\lambda)\,\theta_{t-1} - \alpha\,v_t
 
   with :math:`\alpha` = ``lr``, :math:`\mu` = ``momentum``, :math:`\lambda` = ``wd``. Built from
-  ``optax.ema(momentum, debias=False)`` (skipped when ``momentum == 0``, where :math:`v_t = g_t`),
-  ``optax.add_decayed_weights`` and ``optax.scale_by_learning_rate``.
+  ``optax.ema(momentum, debias=False)``, ``optax.add_decayed_weights`` and
+  ``optax.scale_by_learning_rate``. The ``EmaState`` (the document's velocity) is in the state
+  also for ``momentum == 0``, where :math:`v_t = 1 \cdot g_t + 0 \cdot v_{t-1} = g_t` exactly
+  (for finite values).
 
   Differs from ``optax.sgd(lr, momentum)``, whose momentum is heavy-ball
   (:math:`v_t = \mu v_{t-1} + g_t`, steps about :math:`1/(1-\mu)` times larger) and which has no
   weight decay; and from ``torch.optim.SGD``, whose buffer is also heavy-ball (EMA only with
   ``dampening=momentum``, and even then its first buffer is :math:`g_1`, not
   :math:`(1-\mu) g_1`) and whose ``weight_decay`` is an L2 term added to the gradient.
+
+  Args:
+    lr: learning rate :math:`\alpha` (float or schedule), >= 0.
+    momentum: EMA coefficient :math:`\mu`, in [0, 1).
+    wd: decoupled weight decay :math:`\lambda`, >= 0.
+
+  References:
+    minima's ``optim`` documentation, ``SGD`` (``../shared/reference/002_*.txt``).
   """
   _check(lr, wd)
   check_unit_interval("momentum", momentum)
-  return chain(
-      optax.ema(momentum, debias=False) if momentum else None,
-      optax.add_decayed_weights(wd) if wd else None,
+  return optax.chain(
+      optax.ema(momentum, debias=False),
+      optax.add_decayed_weights(wd),
       optax.scale_by_learning_rate(lr),
   )
 
@@ -74,11 +90,19 @@ def adagrad(
   Differs from ``optax.adagrad``, which starts the accumulator at 0.1 and has no weight decay;
   and from ``torch.optim.Adagrad``, which adds :math:`\epsilon` (default 1e-10) outside the root,
   uses ``lr=1e-2`` and an L2 ``weight_decay``.
+
+  Args:
+    lr: learning rate :math:`\alpha` (float or schedule), >= 0.
+    wd: decoupled weight decay :math:`\lambda`, >= 0.
+    eps: :math:`\epsilon`, >= 0, added inside the root.
+
+  References:
+    minima's ``optim`` documentation, ``AdaGrad`` (``../shared/reference/002_*.txt``).
   """
   _check(lr, wd, eps)
-  return chain(
+  return optax.chain(
       optax.scale_by_rss(initial_accumulator_value=0.0, eps=eps),
-      optax.add_decayed_weights(wd) if wd else None,
+      optax.add_decayed_weights(wd),
       optax.scale_by_learning_rate(lr),
   )
 
@@ -98,12 +122,21 @@ def rmsprop(
   Same rule as ``optax.rmsprop(lr, decay=rho, eps=eps)``, whose defaults differ (``eps=1e-8``) and
   which has no weight decay; ``torch.optim.RMSprop`` adds :math:`\epsilon` outside the root and
   defaults to ``alpha=0.99`` (the :math:`\rho` here), ``eps=1e-8``, ``lr=1e-2``, L2 decay.
+
+  Args:
+    lr: learning rate :math:`\alpha` (float or schedule), >= 0.
+    wd: decoupled weight decay :math:`\lambda`, >= 0.
+    eps: :math:`\epsilon`, >= 0, added inside the root.
+    rho: EMA coefficient :math:`\rho`, in [0, 1).
+
+  References:
+    minima's ``optim`` documentation, ``RMSProp`` (``../shared/reference/002_*.txt``).
   """
   _check(lr, wd, eps)
   check_unit_interval("rho", rho)
-  return chain(
+  return optax.chain(
       optax.scale_by_rms(decay=rho, eps=eps, initial_scale=0.0, eps_in_sqrt=True),
-      optax.add_decayed_weights(wd) if wd else None,
+      optax.add_decayed_weights(wd),
       optax.scale_by_learning_rate(lr),
   )
 
@@ -137,6 +170,16 @@ def adam(
   weight_decay=weight_decay)``, which is what this returns; it differs from ``optax.adam`` (no
   weight decay, ``lr`` has no default) and from ``torch.optim.Adam`` (L2 decay added to the
   gradient, ``lr=1e-3``) only in those points and in the defaults (``lr=1e-5`` here).
+
+  Args:
+    lr: learning rate :math:`\alpha` (float or schedule), >= 0.
+    beta1: :math:`\beta_1`, in [0, 1).
+    beta2: :math:`\beta_2`, in [0, 1).
+    eps: :math:`\epsilon`, >= 0, added outside the root.
+    weight_decay: decoupled weight decay :math:`\lambda`, >= 0.
+
+  References:
+    minima's ``optim`` documentation, ``Adam`` (``../shared/reference/002_*.txt``).
   """
   _check(lr, weight_decay, eps)
   check_unit_interval("beta1", beta1)
