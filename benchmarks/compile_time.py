@@ -21,7 +21,7 @@ from benchmarks import timing
 from benchmarks import trees
 
 LEAVES = (10, 100, 1000)
-TOTAL = 1_000_000
+TOTAL = 3_000_000  # parameters, in LEAVES leaves of equal size (trees.uniform_shapes)
 CONTENDERS = ("optax.sgd", "optax.adam", "phase_shift", "phase_shift[element]",
               "with_phase_shift(adam)")
 
@@ -51,7 +51,7 @@ def run(leaves=LEAVES, total: int = TOTAL, names=CONTENDERS, repeats: int = 3,
   available, _ = contenders.all_contenders(include_compat=False)
   cases = []
   for num_leaves in leaves:
-    shapes = trees.synthetic_shapes(num_leaves, total)
+    shapes = trees.uniform_shapes(num_leaves, total // num_leaves)
     results = {}
     for name in names:
       results[name] = compile_seconds(available[name], shapes, repeats)

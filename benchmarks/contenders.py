@@ -10,6 +10,11 @@ from __future__ import annotations
 
 import functools
 import importlib
+import pathlib
+import re
+import shutil
+import sys
+import tempfile
 from collections.abc import Callable
 from typing import Any
 
@@ -48,22 +53,14 @@ BUILTIN: dict[str, Callable[[], optax.GradientTransformation]] = {
     "phase_shift[last]": _phase_shift("last", "tensor"),
     "phase_shift[element]": _phase_shift("argmax", "element"),
     "phase_shift[last,element]": _phase_shift("last", "element"),
-    "phase_shift[donated grads]": lambda: phaseshift_jax.phase_shift(
-        LR, grads_donated=True, **KICK),
     "with_phase_shift(adam)": lambda: phaseshift_jax.with_phase_shift(optax.adam(LR), **KICK),
     "floor[phase_shift I/O]": io_floor(_phase_shift("argmax", "tensor")),
 }
 
-# The contenders whose step also donates the gradients, passed before the state
-# (the recipe of phase_shift's ``grads_donated``); the others donate params and state.
-DONATES_GRADS = frozenset({"phase_shift[donated grads]"})
-
 # (state arrays read, state arrays written) per parameter where a step does not
-# read and write all of its state: with donated gradients the new history is the
-# gradients' buffer (nothing written); the floor passes its state through untouched.
+# read and write all of its state: the floor passes its state through untouched.
 # The fraction of the bandwidth limit counts these bytes.
 STATE_TRAFFIC: dict[str, tuple[int, int]] = {
-    "phase_shift[donated grads]": (1, 0),
     "floor[phase_shift I/O]": (0, 0),
 }
 
@@ -103,30 +100,39 @@ def all_contenders(include_compat: bool = True
   return {**BUILTIN, **compat}, notes
 
 
-def make_step(tx: optax.GradientTransformation, donate_grads: bool = False
-              ) -> Callable[[Any, Any, Any], tuple[Any, Any]]:
+def previous_contenders(source: str) -> dict[str, Callable[[], optax.GradientTransformation]]:
+  """``phase_shift`` and ``with_phase_shift(adam)`` of another version of the library.
+
+  ``source`` is a directory holding a ``phaseshift_jax`` package (e.g. a worktree
+  of the previous main: ``git worktree add /tmp/prev main~1``). It is copied and
+  imported as ``phaseshift_jax_previous``, so both versions run in one process.
+  """
+  package = pathlib.Path(source) / "phaseshift_jax"
+  if not package.is_dir():
+    raise ValueError(f"no phaseshift_jax package in {source}")
+  target = pathlib.Path(tempfile.mkdtemp()) / "phaseshift_jax_previous"
+  shutil.copytree(package, target, ignore=shutil.ignore_patterns("__pycache__"))
+  for path in target.rglob("*.py"):
+    path.write_text(re.sub(r"\bphaseshift_jax\b", "phaseshift_jax_previous", path.read_text()))
+  sys.path.insert(0, str(target.parent))
+  previous = importlib.import_module("phaseshift_jax_previous")
+  return {
+      "previous phase_shift": lambda: previous.phase_shift(LR, **KICK),
+      "previous with_phase_shift(adam)": lambda: previous.with_phase_shift(optax.adam(LR), **KICK),
+  }
+
+
+def make_step(tx: optax.GradientTransformation) -> Callable[[Any, Any, Any], tuple[Any, Any]]:
   """``step(params, opt_state, grads) -> (params, opt_state)``: jitted update + apply_updates.
 
   Params and optimizer state are donated (as a training step should donate them:
   on CPU, writing into a fresh buffer costs page faults, several times the work
   of writing in place). JAX pairs each donated input with the output of its
   shape in order, so the new params and state take the old ones' buffers.
-
-  With ``donate_grads`` the gradients are donated too and the jitted function
-  takes them before the state, ``(params, grads, opt_state)``, so that JAX pairs
-  them with the state's outputs first: for ``phase_shift(..., grads_donated=True)``
-  the new history then is the gradients' buffer. The returned ``step`` keeps the
-  ``(params, opt_state, grads)`` order for the caller (and is not a jitted object:
-  ``lower`` it only without ``donate_grads``).
   """
 
   def update_and_apply(params, opt_state, grads):
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
 
-  if not donate_grads:
-    return jax.jit(update_and_apply, donate_argnums=(0, 1))
-  jitted = jax.jit(lambda params, grads, opt_state: update_and_apply(params, opt_state, grads),
-                   donate_argnums=(0, 1, 2))
-
-  return lambda params, opt_state, grads: jitted(params, grads, opt_state)
+  return jax.jit(update_and_apply, donate_argnums=(0, 1))

@@ -42,8 +42,8 @@ from benchmarks import memory
 from benchmarks import timing
 from benchmarks import trees
 
-SIZES = ((10, 1_000_000), (100, 1_000_000), (1000, 1_000_000),
-         (10, 10_000_000), (100, 10_000_000), (1000, 10_000_000))
+# (leaves, elements per leaf): 3M parameters each, in few large or many small leaves.
+SIZES = ((10, 300_000), (100, 30_000), (1000, 3_000))
 MODELS = ("cnn", "resnet")
 
 # State arrays per parameter of the torch contenders (their algorithm's minimum).
@@ -63,19 +63,18 @@ def bytes_per_param(read_state_arrays: float, written_state_arrays: float,
 _fresh_copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
 
-def jax_runner(factory: Callable[[], Any], params: Any, grads: list[Any],
-               donate_grads: bool = False) -> Callable[[int], Callable[[], None]]:
+def jax_runner(factory: Callable[[], Any], params: Any, grads: list[Any]
+               ) -> Callable[[int], Callable[[], None]]:
   """A runner (see :func:`benchmarks.timing.interleaved_medians`) of one donated jitted step.
 
   The step starts from a copy of ``params`` (it donates its params) and alternates
-  between the two trees of ``grads``, a fresh copy each step (so the step may
-  donate it: ``donate_grads``, see :func:`benchmarks.contenders.make_step`); it is
-  compiled (one step run) before this returns.
+  between the two trees of ``grads`` (a fresh copy each step); it is compiled
+  (one step run) before this returns.
   """
   tx = factory()
   params = _fresh_copy(params)
   box = [params, tx.init(params)]
-  step = contenders.make_step(tx, donate_grads)
+  step = contenders.make_step(tx)
 
   def run_once(i):
     g = jax.block_until_ready(_fresh_copy(grads[i % 2]))
@@ -138,7 +137,7 @@ def run_case(label: str, kind: str, shapes: trees.Shapes, *,
   runners: dict[str, Callable[[int], Callable[[], Any]]] = {}
   state_arrays: dict[str, float] = {}
   for name, factory in jax_contenders.items():
-    runners[name] = jax_runner(factory, params, grads, name in contenders.DONATES_GRADS)
+    runners[name] = jax_runner(factory, params, grads)
     state_arrays[name] = memory.jax_state_bytes(factory, shapes) / (4 * num_params)
   torch_threads = None
   if include_torch:
@@ -176,13 +175,19 @@ def run_case(label: str, kind: str, shapes: trees.Shapes, *,
 
 
 def run(sizes=SIZES, models=MODELS, *, include_compat: bool = True, include_torch: bool = True,
-        only: list[str] | None = None, warmup: int = 5, steps: int = 50,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
-  """All cases; ``only`` restricts the JAX contenders by name (the baselines always run)."""
+        only: list[str] | None = None, previous: str | None = None, warmup: int = 5,
+        steps: int = 50, log: Callable[[str], None] = print) -> dict[str, Any]:
+  """All cases; ``only`` restricts the JAX contenders by name (the baselines always run).
+
+  ``previous``: a directory with another version's ``phaseshift_jax`` package, whose
+  PhaseShift contenders run beside this one's (:func:`contenders.previous_contenders`).
+  """
   jax_contenders, notes = contenders.all_contenders(include_compat)
   if only is not None:
     keep = set(only) | set(contenders.BASELINES)
     jax_contenders = {k: v for k, v in jax_contenders.items() if k in keep}
+  if previous is not None:
+    jax_contenders.update(contenders.previous_contenders(previous))
   if include_torch:
     try:
       importlib.import_module("torch")
@@ -190,9 +195,9 @@ def run(sizes=SIZES, models=MODELS, *, include_compat: bool = True, include_torc
       include_torch = False
       notes.append(f"torch contenders skipped: {e}")
   cases = []
-  for num_leaves, total in sizes:
-    shapes = trees.synthetic_shapes(num_leaves, total)
-    label = f"{num_leaves} leaves, {trees.count(shapes)[1] / 1e6:.1f}M"
+  for num_leaves, leaf_size in sizes:
+    shapes = trees.uniform_shapes(num_leaves, leaf_size)
+    label = f"{num_leaves} x {leaf_size:,}"
     cases.append(run_case(label, "synthetic", shapes, jax_contenders=jax_contenders,
                           include_torch=include_torch, warmup=warmup, steps=steps, log=log))
   for model in models:
@@ -205,7 +210,7 @@ def run(sizes=SIZES, models=MODELS, *, include_compat: bool = True, include_torc
 
 
 def parse_sizes(text: str) -> list[tuple[int, int]]:
-  """``"10x1e6,1000x10000000"`` -> ``[(10, 1000000), (1000, 10000000)]`` (an argparse type)."""
+  """``"10x3e5,1000x3000"`` -> ``[(10, 300000), (1000, 3000)]`` (an argparse type)."""
   sizes = []
   for item in filter(None, text.split(",")):
     leaves, total = item.lower().split("x")
@@ -216,11 +221,14 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--sizes", type=parse_sizes,
                       default=",".join(f"{n}x{t}" for n, t in SIZES),
-                      help="comma-separated LEAVESxPARAMS, e.g. 10x1000000,1000x10000000")
+                      help="comma-separated LEAVESxELEMENTS (per leaf), e.g. 10x300000,1000x3000")
   parser.add_argument("--models", default=",".join(MODELS),
                       help="comma-separated CIFAR-10 models (cnn, resnet), or empty")
   parser.add_argument("--only", default=None,
                       help="comma-separated JAX contenders to run (besides optax.sgd/adam)")
+  parser.add_argument("--previous", default=None, metavar="DIR",
+                      help="also run the PhaseShift of the phaseshift_jax package in DIR "
+                           "(e.g. a worktree of the previous main)")
   parser.add_argument("--no-compat", action="store_true", help="skip phaseshift_jax.compat")
   parser.add_argument("--no-torch", action="store_true", help="skip the torch contenders")
   parser.add_argument("--steps", type=int, default=50)
@@ -231,7 +239,8 @@ def run_from_args(args: argparse.Namespace, log: Callable[[str], None] = print
                   ) -> dict[str, Any]:
   return run(args.sizes, [m for m in args.models.split(",") if m],
              include_compat=not args.no_compat, include_torch=not args.no_torch,
-             only=args.only.split(",") if args.only else None, warmup=args.warmup,
+             only=args.only.split(",") if args.only else None,
+             previous=args.previous, warmup=args.warmup,
              steps=args.steps, log=log)
 
 

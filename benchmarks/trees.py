@@ -38,6 +38,14 @@ def synthetic_shapes(num_leaves: int, total: int) -> Shapes:
   return shapes
 
 
+def uniform_shapes(num_leaves: int, leaf_size: int) -> Shapes:
+  """``num_leaves`` leaves of ``leaf_size`` elements each, ``(leaf_size / 100, 100)`` (or flat)."""
+  if num_leaves < 1 or leaf_size < 1:
+    raise ValueError(f"need num_leaves >= 1 and leaf_size >= 1, got {num_leaves}, {leaf_size}")
+  shape = (leaf_size // 100, 100) if leaf_size % 100 == 0 else (leaf_size,)
+  return {f"leaf{i:04d}": shape for i in range(num_leaves)}
+
+
 def model_shapes(name: str, width: int | None = None) -> Shapes:
   """The parameter shapes of a CIFAR-10 model of ``examples/cifar10/models.py`` (``cnn``, ``resnet``)."""
   from flax import nnx  # pylint: disable=import-outside-toplevel
