@@ -1,7 +1,7 @@
 """The torch optimizers the benchmarks compare: two PhaseShift implementations and torch.optim.
 
 * :class:`OriginalStylePhaseShift` runs a step the way the original optimizer does
-  (``shared/spec/phase-shift.md``): a Python loop over the parameters that syncs
+  (``docs/phase-shift.md``): a Python loop over the parameters that syncs
   with the host for every one (a tensor comparison in an ``if``, ``.item()`` and
   ``.cpu()`` for the per-step details), a fresh ``lr * grad`` and ``zeros_like``
   per parameter, and the history kept as clones in a ``deque``. It is the

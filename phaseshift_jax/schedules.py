@@ -1,6 +1,6 @@
 r"""Learning-rate schedules of the miniai post's list, torch-exact where optax differs.
 
-The post (``../shared/reference/004_*.txt``) lists step decay, time-based decay, exponential decay,
+The post (Alex Kelly's blog post on optimizers, January 2024) lists step decay, time-based decay, exponential decay,
 cosine annealing, cyclical rates, linear warm-up and reduce-on-plateau. optax already has most of
 them; this module adds only the missing ones and the torch-exact forms where optax's differ. A
 schedule maps the step count ``t`` (0 at the first optimizer step) to a rate; with torch, ``t`` is

@@ -350,7 +350,7 @@ def test_zero_anneal_rate_follows_the_posts_formula():
 
 
 def test_compat_readme_example_runs():
-  readme = pathlib.Path(__file__).resolve().parents[1] / "phaseshift_jax" / "compat" / "README.md"
+  readme = pathlib.Path(__file__).resolve().parents[1] / "docs" / "compat.md"
   (code,) = [
       block for block in re.findall(r"```python\n(.*?)```", readme.read_text(), re.S)
       if "inject_hyperparams" in block

@@ -1,4 +1,4 @@
-"""The behaviours the momentum lab (shared/reference/003_*.txt) reports, asserted."""
+"""The behaviours the momentum lab reports, asserted."""
 
 from __future__ import annotations
 

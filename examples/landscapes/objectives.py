@@ -1,4 +1,4 @@
-"""The one-parameter loss landscapes of the momentum lab (``shared/reference/003_*.txt``).
+"""The one-parameter loss landscapes of the momentum lab (a lab notebook on SGD with momentum).
 
 Our reading of the lab (its code lost its formatting in the write-up):
 

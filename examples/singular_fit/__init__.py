@@ -1,6 +1,6 @@
 """Singular-function demo: an MLP fits a function with poles, with GD, Adam and PhaseShift.
 
-Reproduces the video of ``shared/reference/001_*.txt``: with the targets clamped to
+Reproduces a video on fitting a function with singularities by an MLP: with the targets clamped to
 ``[-100, 100]`` nothing turns NaN, and for the same number of steps Adam gets a much
 lower loss than plain gradient descent. See ``target`` for the function (and the
 numerator we chose), ``mlp`` for the model, ``run`` for the training and the

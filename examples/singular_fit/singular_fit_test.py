@@ -1,4 +1,4 @@
-"""The singular-function fit of shared/reference/001_*.txt: Adam beats plain GD, no NaN."""
+"""The singular-function fit (the MLP video): Adam beats plain GD, no NaN."""
 
 from __future__ import annotations
 

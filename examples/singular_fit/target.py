@@ -1,4 +1,4 @@
-"""The function with singularities from the MLP video (``shared/reference/001_*.txt``).
+"""The function with singularities from a video on fitting it with an MLP.
 
 The video shows the function only as a drawing; the transcript gives the zeros of its
 denominator on ``[-1, 1]``: ``x = -0.2`` and ``x = 0.9`` from two linear factors, and

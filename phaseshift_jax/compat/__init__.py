@@ -5,7 +5,8 @@
 * :mod:`phaseshift_jax.compat.miniai`: the miniai-style optimizers of the "Adam with annealing"
   post.
 
-See ``phaseshift_jax/compat/README.md`` for the formulas and how each differs from optax.
+Each factory's docstring gives its formulas and how it differs from optax's optimizer of
+the same name.
 """
 
 from phaseshift_jax.compat import miniai, minima, torch

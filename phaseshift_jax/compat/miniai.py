@@ -1,6 +1,6 @@
 r"""The hand-written miniai-style optimizers of the "Adam with annealing" post, as optax transforms.
 
-Source: the blog post ``../shared/reference/004_*.txt`` (SGD, Adam and Adam with annealing for a
+Source: Alex Kelly's blog post on optimizers (January 2024; SGD, Adam and Adam with annealing for a
 fastai/miniai ``Learner``). Its optimizers run, for every parameter and every ``step()``, first a
 weight-decay step :math:`\theta \leftarrow (1 - \alpha\lambda)\,\theta` (with the *base* learning
 rate) and then the optimizer step, and count steps with ``i`` (0 at the first step). In optax terms
@@ -54,7 +54,7 @@ def sgd(lr: optax.ScalarOrSchedule, wd: float = 0.0) -> optax.GradientTransforma
     wd: decoupled weight decay :math:`\lambda`, >= 0.
 
   References:
-    The "Adam with annealing" post, ``SGD`` (``../shared/reference/004_*.txt``).
+    The "Adam with annealing" post, ``SGD``.
   """
   _check(lr, wd)
   return optax.chain(optax.add_decayed_weights(wd), optax.scale_by_learning_rate(lr))
@@ -94,7 +94,7 @@ def adam(
     eps: :math:`\epsilon`, >= 0, added inside the root.
 
   References:
-    The "Adam with annealing" post, ``Adam`` (``../shared/reference/004_*.txt``).
+    The "Adam with annealing" post, ``Adam``.
   """
   _check(lr, wd, beta1, beta2, eps)
   return optax.adamw(lr, b1=beta1, b2=beta2, eps=0.0, eps_root=eps, weight_decay=wd)
@@ -142,7 +142,7 @@ def adam_with_annealing(
       pass ``static_args=("anneal_every",)`` to keep it a Python int.
 
   References:
-    The "Adam with annealing" post, ``AdamWithAnnealing`` (``../shared/reference/004_*.txt``).
+    The "Adam with annealing" post, ``AdamWithAnnealing``.
   """
   _check(lr, wd, beta1, beta2, eps)
   check_non_negative("anneal_rate", anneal_rate)

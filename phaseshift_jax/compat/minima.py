@@ -1,7 +1,6 @@
 r"""The optimizers of the ``minima`` library's ``optim`` module, as optax transformations.
 
-Source: the documentation of minima's ``optim`` module (``../shared/reference/002_*.txt`` in this
-project's layout). Defaults and update rules are the ones that document writes. Every optimizer
+Source: the documentation of the ``optim`` module of the minima library. Defaults and update rules are the ones that document writes. Every optimizer
 there applies weight decay the way its SGD section writes it, as a multiplicative shrink of the
 parameters before the step:
 
@@ -63,7 +62,7 @@ def sgd(
     wd: decoupled weight decay :math:`\lambda`, >= 0.
 
   References:
-    minima's ``optim`` documentation, ``SGD`` (``../shared/reference/002_*.txt``).
+    minima's ``optim`` documentation, ``SGD``.
   """
   _check(lr, wd)
   check_unit_interval("momentum", momentum)
@@ -97,7 +96,7 @@ def adagrad(
     eps: :math:`\epsilon`, >= 0, added inside the root.
 
   References:
-    minima's ``optim`` documentation, ``AdaGrad`` (``../shared/reference/002_*.txt``).
+    minima's ``optim`` documentation, ``AdaGrad``.
   """
   _check(lr, wd, eps)
   return optax.chain(
@@ -130,7 +129,7 @@ def rmsprop(
     rho: EMA coefficient :math:`\rho`, in [0, 1).
 
   References:
-    minima's ``optim`` documentation, ``RMSProp`` (``../shared/reference/002_*.txt``).
+    minima's ``optim`` documentation, ``RMSProp``.
   """
   _check(lr, wd, eps)
   check_unit_interval("rho", rho)
@@ -179,7 +178,7 @@ def adam(
     weight_decay: decoupled weight decay :math:`\lambda`, >= 0.
 
   References:
-    minima's ``optim`` documentation, ``Adam`` (``../shared/reference/002_*.txt``).
+    minima's ``optim`` documentation, ``Adam``.
   """
   _check(lr, weight_decay, eps)
   check_unit_interval("beta1", beta1)
