@@ -192,21 +192,27 @@ def _kick_step(grads, state, threshold, shift_boundary, min_gradient_magnitude,
   shifted_element = jnp.asarray(-1, jnp.int32)
 
   hits = [picked == j for j in range(len(live))]
+  # Always 0, but known only once every change is (and, in element mode, the
+  # kicked element): the new history is written after the old one was read.
+  after_reads = [(change < 0).astype(jnp.int32)] * len(live)
   if granularity == "element" and live:
-    elements = [_reductions.flat_argmax(d) for d in diffs]
+    # Only the picked leaf runs its arg-max pass (under jax.vmap both branches run).
+    elements = [jax.lax.cond(hit, lambda g, h: _reductions.flat_argmax(jnp.abs(g - h)),
+                             lambda g, h: jnp.asarray(-1, jnp.int32),
+                             grad_leaves[p], prev_leaves[p]) for hit, p in zip(hits, live)]
     shifted_element = jnp.where(picked >= 0, jnp.stack(elements)[safe], -1)
-    hits = [hit & (_reductions.flat_index(d) == element)
-            for hit, d, element in zip(hits, diffs, elements)]
+    hits = [hit & (_reductions.flat_index(grad_leaves[p]) == element)
+            for hit, p, element in zip(hits, live, elements)]
+    after_reads = [token | (element < -1) for token, element in zip(after_reads, elements)]
 
   kicks: list[Any] = [None] * len(grad_leaves)
   new_prev = list(prev_leaves)
-  after_changes = (change < 0).astype(jnp.int32)  # always 0; known once every change is
   for j, p in enumerate(live):
     grad = grad_leaves[p]
     bound = jnp.asarray(shift_boundary, grad.dtype)
     size = jnp.clip(jnp.asarray(threshold, grad.dtype), -bound, bound)
     kicks[p] = (hits[j], jnp.sign(grad) * size)
-    new_prev[p] = _xla_cpu.written_after(grad.astype(prev_leaves[p].dtype), after_changes)
+    new_prev[p] = _xla_cpu.written_after(grad.astype(prev_leaves[p].dtype), after_reads[j])
 
   new_state = PhaseShiftState(
       count=optax.safe_increment(state.count),
