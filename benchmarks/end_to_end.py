@@ -36,8 +36,7 @@ def _train_runner(name: str, model: str, batch_size: int, width: int | None
                                batch_size=batch_size, width=width)
   mesh = train.make_mesh(config)
   network, optimizer = train.create_train_state(config, 100, mesh)
-  kicks = len(train.parameter_names(network)) if train.has_phase_shift(optimizer) else None
-  metrics = train.replicate(train.create_metrics(kicks), mesh)
+  metrics = train.replicate(train.create_metrics(train.kickable(network, optimizer)), mesh)
   rng = np.random.default_rng(0)
   batch = (rng.integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8),
            rng.integers(0, 10, batch_size).astype(np.int32))

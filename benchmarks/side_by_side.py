@@ -47,10 +47,9 @@ def step_times(config: default.Config, seeds: Sequence[int], *, steps: int = 30,
   alone = []
   for seed in seeds:
     model, optimizer = train.create_train_state(dataclasses.replace(config, seed=seed), 100, mesh)
-    kicks = len(train.parameter_names(model)) if train.has_phase_shift(optimizer) else None
-    alone.append((model, optimizer, train.create_metrics(kicks)))
+    alone.append((model, optimizer, train.create_metrics(train.kickable(model, optimizer))))
   model, optimizer, metrics = (_stack([a[i] for a in alone]) for i in range(3))
-  step = nnx.jit(nnx.vmap(train._train_step), donate_argnums=(0, 1, 2))  # pylint: disable=protected-access
+  step = nnx.jit(nnx.vmap(train.train_step.__wrapped__), donate_argnums=(0, 1, 2))
   losses = {"one_by_one": [train.train_step(*alone[i], images[i], labels[i], keys[i])
                            for i in range(k)],
             "side_by_side": step(model, optimizer, metrics, images, labels, keys)}

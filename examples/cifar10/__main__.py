@@ -1,14 +1,9 @@
-"""Command line: ``python -m examples.cifar10 {train,compare,study,optimizers}``.
+"""Command line: ``python -m examples.cifar10 {train,compare,study,optimizers} [flags]``.
 
-  python -m examples.cifar10 train --optimizer phase_shift --data-dir DIR --workdir DIR
-  python -m examples.cifar10 compare --optimizers adam,sgd,phase_shift --seeds 5 --data-dir DIR
-  python -m examples.cifar10 study --config study --data-dir DIR
-  python -m examples.cifar10 optimizers
-
-Every setting of ``configs/default.py`` is a flag (``learning_rate`` is
-``--learning-rate``, ``augment`` is ``--augment`` / ``--no-augment``); ``--config``
-starts from another config. Bad input ends in a one-line error (exit status 2), a
-diverging run in one too (status 1), Ctrl-C with a hint (status 130).
+Every setting of ``configs/default.py`` is a flag (``learning_rate`` is ``--learning-rate``,
+``augment`` is ``--augment`` / ``--no-augment``); ``--config`` starts from another config.
+Bad input ends in a one-line error (exit status 2), a diverging run in one too (status 1),
+Ctrl-C in a hint (status 130).
 """
 
 from __future__ import annotations
@@ -16,8 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import importlib.util
 import json
+import runpy
 import sys
 import types
 import typing
@@ -32,7 +27,8 @@ GROUPS = {"train": ("optimizer", "training", "data"),
           "compare": ("optimizer", "training", "data", "compare"),
           "study": ("optimizer", "training", "data", "compare", "study")}
 NOT_IN = {"train": ("optimizers", "per_optimizer", "seeds"),
-          "compare": ("optimizer", "per_optimizer"), "study": ("optimizer", "per_optimizer", "seeds")}
+          "compare": ("optimizer", "per_optimizer"),
+          "study": ("optimizer", "per_optimizer", "seeds")}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,14 +40,15 @@ def _parse(kind: Any):
   """The argparse ``type`` of a setting annotated ``kind`` (``none`` for an optional's None)."""
   optional = isinstance(kind, types.UnionType) and type(None) in typing.get_args(kind)
   base = next(k for k in typing.get_args(kind) if k is not type(None)) if optional else kind
-  convert = json.loads if base is dict else base
+  convert = {dict: json.loads, bool: lambda t: {"true": True, "false": False}[t.lower()]}.get(
+      base, base)
 
   def parse(text: str) -> Any:
     if optional and text.lower() == "none":
       return None
     try:
       return convert(text)
-    except ValueError as e:
+    except (ValueError, KeyError) as e:
       raise argparse.ArgumentTypeError(f"not a {base.__name__}: {text!r}") from e
   return parse
 
@@ -61,10 +58,10 @@ HINTS = typing.get_type_hints(default.Config)
 
 def _assignment(text: str) -> tuple[str, str, Any]:
   """``--set OPTIMIZER.SETTING=VALUE`` as ``(optimizer, setting, value)``."""
-  key, _, value = text.partition("=")
+  key, equals, value = text.partition("=")
   optimizer, _, name = key.partition(".")
   name = name.replace("-", "_")
-  if not (optimizer and name and _) or name not in HINTS:
+  if not (optimizer and equals) or name not in HINTS:
     raise argparse.ArgumentTypeError(f"expected OPTIMIZER.SETTING=VALUE with a setting of "
                                      f"configs/default.py, got {text!r}")
   return optimizer, name, _parse(HINTS[name])(value)
@@ -75,9 +72,8 @@ def make_parser() -> argparse.ArgumentParser:
                    "train, compare and study optimizers (Adam, SGD, PhaseShift, ...).")
   commands = parser.add_subparsers(dest="command", required=True)
   commands.add_parser("optimizers", help="list every optimizer and what it reads")
-  helps = {"train": "train one optimizer", "compare": "train several optimizers (and seeds), "
-           "plot and tabulate", "study": "an Optuna study of several optimizers"}
-  for command, text in helps.items():
+  for command, text in (("train", "train one optimizer"), ("compare", "train optimizers x "
+                        "seeds, plot and tabulate"), ("study", "Optuna study of optimizers")):
     p = commands.add_parser(command, help=text, description=text, usage="%(prog)s [flags]")
     p.add_argument("--config", default="study" if command == "study" else "default",
                    help="a config of configs/ (default, resnet, study) or a .py file with "
@@ -111,14 +107,9 @@ def make_parser() -> argparse.ArgumentParser:
 def load_config(name: str) -> default.Config:
   """``get_config()`` of ``configs/<name>.py``, or of the file ``name`` ending in ``.py``."""
   try:
-    if name.endswith(".py"):
-      spec = importlib.util.spec_from_file_location("user_config", name)
-      module = importlib.util.module_from_spec(spec)
-      spec.loader.exec_module(module)
-    else:
-      module = importlib.import_module(f"examples.cifar10.configs.{name}")
-    return module.get_config()
-  except (ImportError, OSError, AttributeError) as e:
+    return (runpy.run_path(name) if name.endswith(".py") else vars(
+        importlib.import_module(f"examples.cifar10.configs.{name}")))["get_config"]()
+  except (ImportError, OSError, KeyError) as e:
     raise ValueError(f"--config {name}: {e}") from e
 
 
@@ -134,7 +125,7 @@ def make_config(args: argparse.Namespace) -> default.Config:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = make_parser().parse_args(argv)
-  from examples.cifar10 import compare, optimizers, study, train  # pylint: disable=import-outside-toplevel
+  from examples.cifar10 import compare, optimizers, study, train  # pylint: disable=C0415
   prog = f"python -m examples.cifar10 {args.command}"
   if args.command == "optimizers":
     print("\n".join(optimizers.describe(name) for name in optimizers.OPTIMIZERS))

@@ -1,13 +1,8 @@
 """A run directory: ``config.json``, ``metrics.jsonl`` and an orbax checkpoint per epoch.
 
-::
-
-    WORKDIR/config.json      the run's configuration, checked when it is resumed
-    WORKDIR/metrics.jsonl    one JSON object per epoch whose checkpoint is committed
-    WORKDIR/checkpoints/N/   after epoch N: model and optimizer state, metrics of epochs 1..N
-
-Checkpoints are written synchronously and an epoch's metrics line only after its
-checkpoint is committed, so a kill at any moment leaves a directory that resumes.
+``checkpoints/N/`` holds the model and optimizer state after epoch N and the metrics of
+epochs 1..N. A checkpoint is written synchronously, and the epoch's line is appended to
+``metrics.jsonl`` only once it is committed: a kill at any moment leaves a run that resumes.
 """
 
 from __future__ import annotations
@@ -58,10 +53,9 @@ class RunDir:
       tempfile.TemporaryFile(dir=self.path).close()
     except OSError as e:
       raise RunError(f"cannot use {self.path} as a run directory: {e.strerror or e}") from e
-    if overwrite:
+    if overwrite:  # config.json is rewritten below.
       shutil.rmtree(self.path / CHECKPOINT_DIR, ignore_errors=True)
-      for name in (METRICS_FILE, CONFIG_FILE):
-        (self.path / name).unlink(missing_ok=True)
+      (self.path / METRICS_FILE).unlink(missing_ok=True)
     elif holds_run(self.path) and not resume:
       raise RunError(f"{self.path} already holds a run; pass --resume to continue it or "
                      "--overwrite to start over")
@@ -81,11 +75,9 @@ class RunDir:
   def restore(self, target: Any, log: Callable[[str], None]
               ) -> tuple[Any, list[dict[str, Any]]]:
     """The newest checkpoint that restores (state in the layout of ``target``) and its
-    metrics; ``(target, [])`` if there is none. Rewrites metrics.jsonl to those metrics.
-
-    A checkpoint that fails to restore (a truncated or missing file) is skipped, with a
-    line saying why; it is replaced when its epoch is trained again.
-    """
+    metrics, which metrics.jsonl is rewritten to; ``(target, [])`` if none does. One that
+    fails (a truncated or missing file) is skipped, saying why, and replaced when its epoch
+    is trained again."""
     for epoch in sorted(self.manager.all_steps(), reverse=True):
       try:
         restored = self.manager.restore(epoch, args=ocp.args.Composite(

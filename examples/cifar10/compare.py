@@ -1,9 +1,8 @@
 """Compare optimizers: train each with ``config.seeds`` seeds on the same data; plot and tabulate.
 
-Run ``s`` of optimizer ``o`` goes to ``WORKDIR/o/seed_s/`` (a run directory, resumable);
-``WORKDIR/comparison.png`` has the mean curves of every optimizer with their 95% bands,
-``WORKDIR/comparison.md`` the final and per-epoch numbers as ``mean ± half-width`` of the
-95% interval of the mean (Student's t over the seeds), ``comparison.json`` the same numbers.
+Run ``s`` of optimizer ``o`` goes to the run directory ``WORKDIR/o/seed_s/``. The curves over
+the seeds (``comparison.png``, ``.md``, ``.json``) are ``mean ± half-width`` of the 95%
+interval of the mean (Student's t).
 """
 
 from __future__ import annotations
@@ -36,8 +35,7 @@ def run_configs(config: default.Config) -> dict[str, list[default.Config]]:
   if not names or len(set(names)) != len(names):
     raise ValueError(f"optimizers must list distinct names, got {config.optimizers!r}")
   if unknown := sorted(set(config.per_optimizer) - set(names)):
-    raise ValueError(f"--set {unknown[0]}.*: {unknown[0]} is not among the optimizers "
-                     f"({', '.join(names)})")
+    raise ValueError(f"--set {unknown[0]}.*: {unknown[0]} is not among {', '.join(names)}")
   try:
     runs = {n: [dataclasses.replace(config, optimizer=n, seed=config.seed + i,
                                     **config.per_optimizer.get(n, {}))
@@ -52,11 +50,9 @@ def run_configs(config: default.Config) -> dict[str, list[default.Config]]:
 
 def interval(values: Sequence[float]) -> tuple[float, float]:
   """Mean and half-width of the 95% confidence interval of the mean (NaN for one value)."""
-  values = np.asarray(values, float)
-  if len(values) < 2:
-    return float(values.mean()), math.nan
-  sem = values.std(ddof=1) / math.sqrt(len(values))
-  return float(values.mean()), float(scipy.stats.t.ppf(0.975, len(values) - 1) * sem)
+  values, n = np.asarray(values, float), len(values)
+  half = scipy.stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / math.sqrt(n) if n > 1 else math.nan
+  return float(values.mean()), float(half)
 
 
 def aggregate(histories: Sequence[list[dict[str, Any]]]) -> dict[str, Any]:
@@ -68,8 +64,9 @@ def aggregate(histories: Sequence[list[dict[str, Any]]]) -> dict[str, Any]:
     result[key] = {"mean": [p[0] for p in pairs], "half_width": [p[1] for p in pairs]}
   best = interval([max(m["test_accuracy"] for m in h[:epochs]) for h in histories])
   result["best_test_accuracy"] = {"mean": best[0], "half_width": best[1]}
-  result["images_per_sec"] = float(np.median([train.median_images_per_sec(h)
-                                              for h in histories]))
+  rates = [[m["images_per_sec"] for m in h] for h in histories]  # Epoch 1 compiles.
+  result["images_per_sec"] = float(np.median([np.median(r[1:] or r) for r in rates]))
+  result["final_test_accuracy"] = [h[epochs - 1]["test_accuracy"] for h in histories]
   kicks = [m["phase_shift"] for h in histories for m in h if "phase_shift" in m]
   if kicks:
     result["kicks_per_step"] = sum(k["kicks"] for k in kicks) / sum(k["steps"] for k in kicks)
@@ -85,12 +82,13 @@ def _pm(mean: float, half: float, percent: bool) -> str:
 def table(results: Mapping[str, dict[str, Any]]) -> str:
   """The markdown tables: each optimizer's last epoch, and test accuracy per epoch."""
   lines = ["| optimizer | seeds | epochs | test acc | best test acc | test loss | train loss "
-           "| images/s | kicks/step |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+           "| images/s | kicks/step |", "| --- |" + " ---: |" * 8]
   for name, r in results.items():
     last = {k: (r[k]["mean"][-1], r[k]["half_width"][-1]) for k in CURVES}
     kicks = f"{r['kicks_per_step']:.2f}" if "kicks_per_step" in r else "-"
     lines.append(f"| {name} | {r['seeds']} | {r['epochs']} | {_pm(*last['test_accuracy'], True)} "
-                 f"| {_pm(*r['best_test_accuracy'].values(), True)} | {_pm(*last['test_loss'], False)} "
+                 f"| {_pm(*r['best_test_accuracy'].values(), True)} "
+                 f"| {_pm(*last['test_loss'], False)} "
                  f"| {_pm(*last['train_loss'], False)} | {r['images_per_sec']:,.0f} | {kicks} |")
   names = list(results)
   lines += ["", "Test accuracy per epoch:", "", "| epoch | " + " | ".join(names) + " |",
@@ -99,6 +97,12 @@ def table(results: Mapping[str, dict[str, Any]]) -> str:
     cells = [_pm(r["test_accuracy"]["mean"][e], r["test_accuracy"]["half_width"][e], True)
              if e < r["epochs"] else "" for r in results.values()]
     lines.append(f"| {e + 1} | " + " | ".join(cells) + " |")
+  first, *others = names
+  if others and results[first]["seeds"] > 1:  # The same seed: the same initialization and data.
+    base = results[first]["final_test_accuracy"]
+    lines += ["", f"Final test accuracy minus {first}'s, paired by seed:", ""] + [
+        f"- {n}: {_pm(*interval(np.subtract(results[n]['final_test_accuracy'], base)), True)}"
+        for n in others if results[n]["seeds"] == len(base)]
   return "\n".join(lines) + "\n"
 
 
@@ -138,21 +142,17 @@ def run_comparison(config: default.Config, workdir: str | Path, *,
       if checkpoints.holds_run(workdir / name / f"seed_{c.seed}") and not (resume or overwrite):
         raise checkpoints.RunError(f"{workdir / name / f'seed_{c.seed}'} already holds a run; "
                                    "pass --resume to continue it or --overwrite to start over")
-  if data is None:
-    data = input_pipeline.load(config)
-    if log:
-      log("data: " + ", ".join(f"{len(v):,} {k}" for k, v in data.items()) + " images")
+  data = input_pipeline.load(config, log) if data is None else data
   results = {}
   for name, configs in runs.items():
     histories = [train.train_and_evaluate(c, workdir / name / f"seed_{c.seed}", data=data,
                                           resume=resume, overwrite=overwrite, log=log)[1]
                  for c in configs]
     results[name] = aggregate(histories)
-  seeds = f"seeds {config.seed}..{config.seed + config.seeds - 1}" if config.seeds > 1 else (
-      f"seed {config.seed}")
-  plot(results, workdir / PLOT_FILE, f"CIFAR-10, {config.model}, {len(data['train']):,} training "
-       f"images, batch {config.batch_size}, {seeds}" + (" (mean, 95% band)" if config.seeds > 1
-                                                         else ""))
+  seeds = (f"seeds {config.seed}..{config.seed + config.seeds - 1} (mean, 95% band)"
+           if config.seeds > 1 else f"seed {config.seed}")
+  plot(results, workdir / PLOT_FILE, f"CIFAR-10, {config.model}, {len(data['train']):,} "
+       f"training images, batch {config.batch_size}, {seeds}")
   (workdir / TABLE_FILE).write_text(table(results))
   (workdir / JSON_FILE).write_text(json.dumps(checkpoints.finite(results), indent=1) + "\n")
   return results

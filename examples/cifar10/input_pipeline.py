@@ -1,10 +1,8 @@
 """CIFAR-10 input pipeline: find or download the official python-format data, batch it, augment it.
 
-``cifar-10-python.tar.gz`` holds ``cifar-10-batches-py/`` with ``data_batch_1`` ..
-``data_batch_5`` and ``test_batch``: pickled dicts of ``data`` (``uint8 (N, 3072)``, the
-red, green and blue 32x32 planes of each image) and ``labels`` (``N`` ints in 0..9).
-Images stay ``uint8`` on the host and in the batches; :func:`preprocess` normalizes and
-augments them on the device, inside the jitted step.
+``cifar-10-python.tar.gz`` holds ``cifar-10-batches-py/data_batch_1..5`` and ``test_batch``,
+pickled dicts of ``data`` (``uint8 (N, 3072)``: the red, green and blue 32x32 planes) and
+``labels``. Batches stay ``uint8``; :func:`preprocess` normalizes and augments on the device.
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jax
@@ -147,23 +145,26 @@ def locate(config: default.Config) -> Path:
   return download(cache, config.data_url, md5, config.progress)
 
 
-def load(config: default.Config) -> dict[str, Split]:
+def load(config: default.Config, log: Callable[[str], None] | None = None) -> dict[str, Split]:
   """The splits of ``config``: ``train``, ``val`` (with a validation fraction) and ``test``.
 
-  ``train_size`` / ``test_size`` keep the first images; the validation split is a
-  random subset of the training images drawn from ``config.seed``.
+  ``train_size`` / ``test_size`` keep the first images; the validation split is a random
+  subset of the training images drawn from ``config.seed``.
   """
   train, test = read(locate(config))
   train, test = train.take(slice(config.train_size)), test.take(slice(config.test_size))
-  if not config.validation_fraction:
-    return {"train": train, "test": test}
-  count = round(len(train) * config.validation_fraction)
-  if not 0 < count < len(train):
-    raise DataError(f"validation_fraction {config.validation_fraction} of {len(train)} "
-                    "training images leaves an empty split")
-  order = np.random.default_rng([config.seed, 0x5A11D]).permutation(len(train))
-  return {"train": train.take(np.sort(order[count:])), "val": train.take(np.sort(order[:count])),
-          "test": test}
+  splits = {"train": train, "test": test}
+  if config.validation_fraction:
+    count = round(len(train) * config.validation_fraction)
+    if not 0 < count < len(train):
+      raise DataError(f"validation_fraction {config.validation_fraction} of {len(train)} "
+                      "training images leaves an empty split")
+    order = np.random.default_rng([config.seed, 0x5A11D]).permutation(len(train))
+    splits = {"train": train.take(np.sort(order[count:])),
+              "val": train.take(np.sort(order[:count])), "test": test}
+  if log:
+    log("data: " + ", ".join(f"{len(v):,} {k}" for k, v in splits.items()) + " images")
+  return splits
 
 
 def train_batches(split: Split, batch_size: int, seed: int, epoch: int
@@ -183,17 +184,6 @@ def eval_batches(split: Split, batch_size: int
     pad = batch_size - len(labels)
     yield (np.pad(images, ((0, pad), (0, 0), (0, 0), (0, 0))), np.pad(labels, (0, pad)),
            np.arange(batch_size) < len(labels))
-
-
-def prefetch(batches: Iterator[tuple], sharding: jax.sharding.Sharding, size: int = 2
-             ) -> Iterator[tuple]:
-  """The batches put on the device(s) ``size`` ahead (``device_put`` is asynchronous)."""
-  queue = []
-  for batch in batches:
-    queue.append(jax.device_put(batch, sharding))
-    if len(queue) > size:
-      yield queue.pop(0)
-  yield from queue
 
 
 def preprocess(images: jax.Array, key: jax.Array | None = None) -> jax.Array:

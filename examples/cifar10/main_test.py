@@ -41,15 +41,15 @@ def _one_line_error(capsys, argv, code=2):
 
 
 def test_every_setting_is_a_flag_with_its_help():
-  commands = next(a for a in cli.make_parser()._actions  # pylint: disable=protected-access
-                  if isinstance(a, argparse._SubParsersAction)).choices  # pylint: disable=protected-access
+  parser = cli.make_parser()
+  commands = next(a for a in parser._actions  # pylint: disable=protected-access
+                  if isinstance(a, argparse._SubParsersAction)).choices  # pylint: disable=W0212
   for command in ("train", "compare", "study"):
     flags = {a.dest: a for a in commands[command]._actions}  # pylint: disable=protected-access
     for field in dataclasses.fields(default.Config):
       if (field.metadata["group"] in cli.GROUPS[command]
           and field.name not in cli.NOT_IN[command]):
-        assert flags[field.name].help == field.metadata["help"] or flags[field.name].help.startswith(
-            field.metadata["help"] + " (default"), field.name
+        assert flags[field.name].help.startswith(field.metadata["help"]), field.name
   assert "--no-augment" in commands["train"].format_help()
   assert "--trials" in commands["study"].format_help() and "--seeds" in commands[
       "compare"].format_help()
@@ -144,7 +144,10 @@ def test_compare_with_two_seeds_on_a_slice_of_the_subset(capsys, subset, tmp_pat
     assert results[name]["test_loss"]["half_width"][-1] == pytest.approx(half, rel=1e-4)
   rows = (tmp_path / compare.TABLE_FILE).read_text().splitlines()
   assert [r.split("|")[1].strip() for r in rows[2:4]] == ["adam", "phase_shift"]
-  assert all(" ± " in r for r in rows[2:4]) and "| 2 | " in rows[-1]  # The per-epoch rows.
+  assert all(" ± " in r for r in rows[2:4]) and any(r.startswith("| 2 | ") for r in rows)
+  paired = np.subtract(*[results[n]["final_test_accuracy"] for n in ("phase_shift", "adam")])
+  mean, half = compare.interval(paired)  # Paired by seed: each seed's difference.
+  assert rows[-1] == f"- phase_shift: {100 * mean:.2f}% ± {100 * half:.2f}%"
   assert "--resume" in _one_line_error(capsys, argv)
   code, out, _ = _run(capsys, argv + ["--resume"])  # Finds every run complete.
   assert code == 0 and (tmp_path / compare.TABLE_FILE).read_text().splitlines()[2:4] == rows[2:4]

@@ -103,12 +103,8 @@ MODELS = {"cnn": CNN, "resnet": ResNet}
 
 def create_model(name: str, *, width: int | None = None, seed: int | jax.Array = 0
                  ) -> nnx.Module:
-  """Model ``name`` (``cnn`` or ``resnet``) with first-layer ``width`` (default 16), from ``seed``.
-
-  Width 16 is the default because XLA:CPU takes a slow path for the input gradient of
-  the CNN's last stride-2 convolution with many channels (width 32 is several times
-  slower per step on CPU).
-  """
+  """Model ``name`` with first-layer ``width`` (16: XLA:CPU takes a slow path for the input
+  gradient of the CNN's last stride-2 convolution with more channels), from ``seed``."""
   if name not in MODELS:
     raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
   if width is not None and width < 1:
@@ -122,9 +118,8 @@ def create_model(name: str, *, width: int | None = None, seed: int | jax.Array =
 
 @functools.cache
 def _initializer(name: str, width: int):
-  """The model's graph and a jitted initializer, compiled once per shape at XLA's lowest
-  optimization level: XLA:CPU takes seconds to optimize the random-number code that runs
-  once (same values up to one float32 rounding, ten times faster to build)."""
+  """The graph and a jitted initializer at XLA's lowest optimization level: XLA:CPU spends
+  seconds optimizing random-number code that runs once (same values to a float32 rounding)."""
   graphdef, _ = nnx.split(nnx.eval_shape(lambda: MODELS[name](width, rngs=nnx.Rngs(0))))
   init = jax.jit(lambda key: nnx.state(MODELS[name](width, rngs=nnx.Rngs(key))),
                  compiler_options={"xla_backend_optimization_level": 0})

@@ -1,9 +1,8 @@
 """``create_optimizer(config)``: an optimizer name to an optax transformation, and the schedules.
 
-``OPTIMIZERS`` is the explicit mapping: for every name, the function that builds it, the
-config settings it reads (besides the learning rate) and its default learning rate.
-Settings left at ``None`` are not passed, so the function's own default applies; the
-libraries (optax, ``phaseshift_jax``, ``phaseshift_jax.compat``) validate the values.
+``OPTIMIZERS`` maps every name to its library function, the config settings it reads and
+its default learning rate. Settings left at ``None`` are not passed (the function's own
+default applies); the libraries (optax, ``phaseshift_jax``, its ``compat``) validate them.
 """
 
 from __future__ import annotations
@@ -92,8 +91,6 @@ OPTIMIZERS: dict[str, Optimizer] = {
 }
 SCHEDULES = ("constant", "cosine", "warmup_cosine", "onecycle", "cosine_annealing",
              "time_based", "cyclic")
-HYPERPARAMETERS = tuple(sorted({"learning_rate", "optimizer_kwargs", *(
-    name for o in OPTIMIZERS.values() for name in o.reads)}))
 
 
 def get(name: str) -> Optimizer:
@@ -104,9 +101,8 @@ def get(name: str) -> Optimizer:
 
 def learning_rate(config: default.Config) -> float:
   """The peak learning rate: the config's, or the optimizer's default."""
-  if config.learning_rate is None:
-    return get(config.optimizer).learning_rate
-  return config.learning_rate
+  lr = config.learning_rate
+  return get(config.optimizer).learning_rate if lr is None else lr
 
 
 def create_schedule(config: default.Config, steps_per_epoch: int) -> optax.ScalarOrSchedule:
@@ -155,14 +151,12 @@ def create_optimizer(config: default.Config, steps_per_epoch: int = 1
 def check_settings(configs: Sequence[default.Config]) -> None:
   """Raises ValueError for a hyperparameter set away from its default that none of the
   ``configs``' optimizers reads (``--momentum`` for Adam), and builds each optimizer."""
-  defaults = default.Config()
   for config in configs:
     create_optimizer(config)
-  for name in HYPERPARAMETERS:
+  defaults = default.Config()
+  for name in sorted({name for o in OPTIMIZERS.values() for name in o.reads}):
     changed = [c for c in configs if getattr(c, name) != getattr(defaults, name)]
-    if name in ("learning_rate", "optimizer_kwargs") or not changed:
-      continue
-    if not any(name in get(c.optimizer).reads for c in changed):
+    if changed and not any(name in get(c.optimizer).reads for c in changed):
       names = ", ".join(sorted({c.optimizer for c in changed}))
       raise ValueError(f"{name} is set but {names} does not take it")
 
@@ -173,5 +167,5 @@ def describe(name: str) -> str:
   fn = optimizer.source
   args = ", ".join(p.name if p.default is p.empty else f"{p.name}={p.default!r}"
                    for p in inspect.signature(fn).parameters.values())
-  return (f"{name}: learning_rate={optimizer.learning_rate:g}, reads "
-          f"{', '.join(optimizer.reads)}\n    {fn.__module__.split('._')[0]}.{fn.__name__}({args})")
+  return (f"{name}: learning_rate={optimizer.learning_rate:g}, reads {', '.join(optimizer.reads)}"
+          f"\n    {fn.__module__.split('._')[0]}.{fn.__name__}({args})")

@@ -1,19 +1,13 @@
 """The optimizer study: an Optuna study per optimizer, resumable and shared by several workers.
 
-Everything is Optuna's own machinery: one study ``<study_name>-<optimizer>`` per optimizer
-in an RDB storage (``sqlite:///WORKDIR/study.db`` by default) whose running trials send a
-heartbeat; a trial without one for ``grace_period`` seconds (its worker was killed) is
-failed and queued again with the same hyperparameters and seed
+Optuna's own machinery: a study ``<study_name>-<optimizer>`` per optimizer in an RDB
+storage whose running trials send heartbeats; a trial silent for ``grace_period`` seconds
+(its worker was killed) is failed and queued again with its hyperparameters and seed
 (``RetryHeartbeatStaleTrialCallback``, formerly ``RetryFailedTrialCallback``). Workers run
-``study.optimize`` with ``MaxTrialsCallback``, counting finished and running trials, so
-several of them never start more than ``trials`` and none waits for another: a worker
-that finds an optimizer's trials all taken moves on to the next optimizer. The sampler
-is TPE, seeded from ``(seed, trial number)``; the median pruner stops a trial whose
-validation accuracy after an epoch is below the median of earlier trials there.
-
-Trials are judged on the validation split held out from the training set. A trial that
-completes also evaluates its model once on the test set (a user attribute the search
-never reads); the report shows that number for each optimizer's best trial.
+``study.optimize`` with a ``MaxTrialsCallback`` counting finished and running trials: none
+starts more than ``trials``, none waits for another. TPE is seeded from ``(seed, trial
+number)``; the median pruner judges the validation accuracy after each epoch. A complete
+trial also evaluates its model on the test set once (the report shows it for the best).
 """
 
 from __future__ import annotations
@@ -56,28 +50,28 @@ class StudyError(Exception):
 
 
 def create_storage(config: default.Config, workdir: Path) -> optuna.storages.RDBStorage:
+  """The RDB storage of ``config.storage`` (``sqlite:///WORKDIR/study.db``), with heartbeats."""
   url = config.storage or f"sqlite:///{(workdir / 'study.db').resolve()}"
   for attempt in range(3):
-    with warnings.catch_warnings():
-      warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-      try:
+    try:
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(
             url, engine_kwargs={"connect_args": {"timeout": 120}} if url.startswith("sqlite")
             else None, heartbeat_interval=config.heartbeat_interval,
             grace_period=config.grace_period,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(3))
-      except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as e:
-        racing = isinstance(e, sqlalchemy.exc.IntegrityError) or "already exists" in str(e)
-        if racing and attempt < 2:  # Another worker is creating the tables right now.
-          time.sleep(1)
-          continue
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as e:
+      racing = isinstance(e, sqlalchemy.exc.IntegrityError) or "already exists" in str(e)
+      if not racing or attempt == 2:  # Not another worker creating the tables right now.
         reason = (str(e).strip().splitlines() or [""])[0]
         raise StudyError(f"cannot open the storage {url}: {type(e).__name__}: {reason}") from e
+      time.sleep(1)
   raise AssertionError("unreachable")
 
 
 def trial_config(config: default.Config, optimizer: str) -> default.Config:
-  """``config`` for ``optimizer``'s trials, with its ``per_optimizer`` settings."""
+  """``config`` for ``optimizer``'s trials: with its ``per_optimizer`` settings."""
   fixed = config.per_optimizer.get(optimizer, {})
   if searched := sorted(set(fixed) & set(SEARCH_SPACES[optimizer])):
     raise StudyError(f"--set {optimizer}.{searched[0]}: the study searches it")
@@ -107,8 +101,7 @@ def open_study(storage: optuna.storages.BaseStorage, config: default.Config,
 def objective(trial: optuna.Trial, config: default.Config,
               data: Mapping[str, input_pipeline.Split]) -> float:
   """Trains one trial; returns its validation accuracy after the last epoch."""
-  # A sampler seeded by the trial number: reproducible, and a stream of its own per worker.
-  trial.study.sampler = optuna.samplers.TPESampler(
+  trial.study.sampler = optuna.samplers.TPESampler(  # Reproducible, a stream per trial.
       seed=int(np.random.SeedSequence([config.seed, trial.number]).generate_state(1)[0]))
   if "seed" not in trial.user_attrs:  # A retried trial keeps its seed.
     trial.set_user_attr("seed", config.seed + trial.number)
@@ -121,18 +114,21 @@ def objective(trial: optuna.Trial, config: default.Config,
     if epoch < config.epochs and trial.should_prune():
       raise optuna.TrialPruned()
 
-  model, history = train.train_and_evaluate(
-      config, data={"train": data["train"], "val": data["val"]}, callback=report, log=None)
+  try:
+    model, history = train.train_and_evaluate(
+        config, data={"train": data["train"], "val": data["val"]}, callback=report, log=None)
+  except train.Diverged as e:  # Pruned: it counts, and TPE ranks it below every other.
+    raise optuna.TrialPruned(str(e)) from e
   test = train.evaluate(model, data["test"], config.eval_batch_size, train.make_mesh(config))
   trial.set_user_attr("test_accuracy", test["accuracy"])
   return history[-1]["val_accuracy"]
 
 
 def _remaining(study: optuna.Study, n_trials: int) -> int:
-  """Trials still to start: ``n_trials`` minus the finished and running ones."""
+  """``n_trials`` minus the finished and running ones (after failing the stale ones)."""
   with warnings.catch_warnings():
     warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-    optuna.storages.fail_stale_trials(study)  # A killed worker's trial: failed, queued again.
+    optuna.storages.fail_stale_trials(study)
   taken = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
   return n_trials - len(taken)
 
@@ -166,16 +162,15 @@ def run_study(config: default.Config, workdir: str | Path,
   data = input_pipeline.load(config)
 
   def log_trial(study, trial):
-    value = "" if trial.value is None else f", val acc {trial.value:.2%}"
-    params = ", ".join(f"{k}={v:.3g}" for k, v in trial.params.items())
     log(f"{study.study_name} trial {trial.number}: {trial.state.name.lower()} after "
-        f"{len(trial.intermediate_values)} epochs{value} ({params})")
+        f"{len(trial.intermediate_values)} epochs, val acc {trial.value or math.nan:.2%} (" +
+        ", ".join(f"{k}={v:.3g}" for k, v in trial.params.items()) + ")")
 
   for name, study in studies.items():
     if _remaining(study, config.trials) > 0:
       study.optimize(
           lambda trial, name=name: objective(trial, trial_config(config, name), data),
-          n_trials=config.worker_trials, catch=(train.Diverged,), gc_after_trial=False,
+          n_trials=config.worker_trials, gc_after_trial=False,
           callbacks=[optuna.study.MaxTrialsCallback(
               config.trials, states=(*FINISHED, TrialState.RUNNING)), log_trial])
   finished = {s.study_name: len(s.get_trials(deepcopy=False, states=FINISHED))
@@ -214,15 +209,15 @@ def results_table(summaries: list[dict[str, Any]]) -> str:
           "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
   for s in summaries:
     best = s["best"] or {}
-    top = "-" if s["top_mean"] is None else f"{s['top_mean']:.2%}" + (
-        f" ± {s['top_std']:.2%}" if s["top_std"] is not None else "") + f" (k={s['top']})"
+    top = f"{s['top_mean'] or math.nan:.2%} ± {s['top_std'] or math.nan:.2%} (k={s['top']})"
     rows.append(f"| {s['optimizer']} | {s['complete'] + s['pruned']} ({s['complete']} / "
                 f"{s['pruned']}) | {s['failed']} | {best.get('val_accuracy', math.nan):.2%} | "
                 f"{top} | {best.get('test_accuracy') or math.nan:.2%} | "
                 f"{s['trial_seconds']:.0f} s | {s['seconds_per_trial']:.0f} s |")
   rows += ["", "| optimizer | best trial | seed | hyperparameters |", "| --- | ---: | ---: | --- |"]
   rows += [f"| {s['optimizer']} | {s['best']['trial']} | {s['best']['seed']} | " + ", ".join(
-      f"{k}={v:.4g}" for k, v in s["best"]["params"].items()) + " |" for s in summaries if s["best"]]
+      f"{k}={v:.4g}" for k, v in s["best"]["params"].items()) + " |"
+           for s in summaries if s["best"]]
   return "\n".join(rows) + "\n"
 
 

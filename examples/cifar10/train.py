@@ -1,13 +1,10 @@
 """Training and evaluation: the jitted steps, the epoch loop, metrics, checkpoints and resume.
 
-``train_and_evaluate(config, workdir)`` trains ``config.epochs`` epochs and evaluates
-every split but ``train`` after each one. Data parallelism: the batch is sharded over a
-one-axis mesh (``"data"``) of ``config.num_devices`` devices (all by default), the model
-and optimizer state are replicated, and XLA adds the cross-device reductions, so the
-numbers do not depend on the device count beyond float rounding. Every random number
-comes from ``config.seed``: the initialization, the order of epoch ``e`` (from ``(seed,
-e)``) and the augmentation of step ``t`` (``fold_in(key(seed), t)``), so a run gives the
-same metrics whether it was interrupted or not.
+Data parallelism: the batch is sharded over a one-axis mesh (``"data"``) of
+``config.num_devices`` devices (all by default), model and optimizer state are replicated
+and XLA adds the cross-device reductions. Every random number comes from ``config.seed``:
+the initialization, the order of epoch ``e`` (from ``(seed, e)``) and the augmentation of
+step ``t`` (``fold_in(key(seed), t)``), so a run is the same whether interrupted or not.
 """
 
 from __future__ import annotations
@@ -91,29 +88,28 @@ class KickCounts(nnx.Metric):
     return self.counts[...]
 
 
-def create_metrics(num_leaves: int | None = None) -> nnx.MultiMetric:
-  """Mean loss and accuracy (and PhaseShift's kicks per tensor, given ``num_leaves``)."""
-  kicks = {} if num_leaves is None else {"kicks": KickCounts(num_leaves)}
+def create_metrics(kicked: list[str] | None = None) -> nnx.MultiMetric:
+  """Mean loss and accuracy, and with PhaseShift (:func:`kickable`) its kicks per tensor."""
+  kicks = {} if kicked is None else {"kicks": KickCounts(len(kicked))}
   return nnx.MultiMetric(loss=nnx.metrics.Average("loss"), accuracy=nnx.metrics.Accuracy(),
                          **kicks)
 
 
-def parameter_names(model: nnx.Module) -> list[str]:
-  """The ``/`` path of every parameter in the order PhaseShift's ``shifted_leaf`` counts."""
+def kickable(model: nnx.Module, optimizer: nnx.Optimizer) -> list[str] | None:
+  """The ``/`` path of every parameter in the order PhaseShift's ``shifted_leaf`` counts
+  them; None for an optimizer without PhaseShift."""
+  try:
+    phaseshift_jax.find_phase_shift_state(nnx.as_pure(optimizer.opt_state))
+  except ValueError:
+    return None
   leaves, _ = jax.tree_util.tree_flatten_with_path(nnx.as_pure(nnx.state(model, nnx.Param)))
   return [jax.tree_util.keystr(path, simple=True, separator="/") for path, _ in leaves]
 
 
-def has_phase_shift(optimizer: nnx.Optimizer) -> bool:
-  try:
-    phaseshift_jax.find_phase_shift_state(nnx.as_pure(optimizer.opt_state))
-    return True
-  except ValueError:
-    return False
-
-
-def _train_step(model, optimizer, metrics, images, labels, key):
-  if key is not None:  # The augmentation of step t: fold_in(key(seed), t).
+@nnx.jit(donate_argnums=(0, 1, 2))  # Model, optimizer, metrics: updated in place.
+def train_step(model, optimizer, metrics, images, labels, key):
+  """One step on a batch, augmented with ``fold_in(key, step)`` (no augmentation: None)."""
+  if key is not None:
     key = jax.random.fold_in(key, optimizer.step[...])
   x = input_pipeline.preprocess(images, key)
 
@@ -131,15 +127,11 @@ def _train_step(model, optimizer, metrics, images, labels, key):
   return loss
 
 
-def _eval_step(model, metrics, images, labels, mask):
+@nnx.jit(donate_argnums=1)
+def eval_step(model, metrics, images, labels, mask):
   logits = model(input_pipeline.preprocess(images), train=False)
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   metrics.update(loss=loss, logits=logits, labels=labels, mask=mask)
-
-
-# Model, optimizer and metrics are donated: updated in place, not copied.
-train_step = nnx.jit(_train_step, donate_argnums=(0, 1, 2))
-eval_step = nnx.jit(_eval_step, donate_argnums=1)
 
 
 def replicate(node: Any, mesh: Mesh) -> Any:
@@ -161,25 +153,24 @@ def evaluate(model: nnx.Module, split: input_pipeline.Split, batch_size: int, me
              ) -> dict[str, float]:
   """Mean loss and accuracy over every example of ``split``."""
   metrics = replicate(create_metrics(), mesh)
-  for batch in input_pipeline.prefetch(input_pipeline.eval_batches(split, batch_size),
-                                       NamedSharding(mesh, PartitionSpec("data"))):
-    eval_step(model, metrics, *batch)
+  for batch in input_pipeline.eval_batches(split, batch_size):
+    eval_step(model, metrics, *jax.device_put(batch, NamedSharding(mesh, PartitionSpec("data"))))
   return {k: float(v) for k, v in metrics.compute().items()}
 
 
 def train_epoch(model: nnx.Module, optimizer: nnx.Optimizer, split: input_pipeline.Split,
                 config: default.Config, epoch: int, mesh: Mesh) -> dict[str, Any]:
   """One epoch in the order of ``(config.seed, epoch)``; the epoch's training metrics."""
-  names = parameter_names(model) if has_phase_shift(optimizer) else None
-  metrics = replicate(create_metrics(None if names is None else len(names)), mesh)
+  names = kickable(model, optimizer)
+  metrics = replicate(create_metrics(names), mesh)
   key = jax.device_put(jax.random.key(config.seed), NamedSharding(mesh, PartitionSpec()))
   batches = input_pipeline.train_batches(split, config.batch_size, config.seed, epoch)
   steps, start, pending = len(split) // config.batch_size, time.perf_counter(), collections.deque()
   with tqdm(total=steps * config.batch_size, unit="img", unit_scale=True, leave=False,
             disable=not config.progress, desc=f"{config.optimizer} {epoch}/{config.epochs}") as bar:
-    for images, labels in input_pipeline.prefetch(batches, NamedSharding(mesh, PartitionSpec("data"))):
-      pending.append(train_step(model, optimizer, metrics, images, labels,
-                                key if config.augment else None))
+    for batch in batches:  # device_put and the steps are asynchronous: the host runs ahead.
+      pending.append(train_step(model, optimizer, metrics, *jax.device_put(
+          batch, NamedSharding(mesh, PartitionSpec("data"))), key if config.augment else None))
       while config.progress and len(pending) > 2:  # Count images once their step has run.
         bar.set_postfix(loss=f"{float(pending.popleft()):.3f}", refresh=False)
         bar.update(config.batch_size)
@@ -226,17 +217,16 @@ def train_and_evaluate(
   Args:
     config: the run.
     workdir: the run directory (``checkpoints.RunDir``); None keeps nothing on disk.
-    data: the splits (default ``input_pipeline.load(config)``): ``train`` is trained
-      on, every other one evaluated after each epoch as ``<name>_loss`` and
-      ``<name>_accuracy``.
-    resume: continue the run in ``workdir`` from its newest checkpoint that restores.
+    data: the splits (default ``input_pipeline.load(config)``): ``train`` is trained on,
+      every other one evaluated after each epoch (``<name>_loss``, ``<name>_accuracy``).
+    resume: continue from the newest checkpoint in ``workdir`` that restores.
     overwrite: delete the run in ``workdir`` first.
-    callback: called as ``callback(epoch, metrics)`` after each epoch; True stops.
+    callback: ``callback(epoch, metrics)`` after each epoch; True stops.
     log: where the per-epoch lines go (None: nowhere).
 
   Raises:
-    ValueError: a bad setting. Diverged: a non-finite training loss (that epoch is
-    neither checkpointed nor logged). RunError: a run directory that cannot be used.
+    ValueError: a bad setting. RunError: a run directory that cannot be used. Diverged:
+    a non-finite training loss (that epoch is neither checkpointed nor logged).
   """
   log = log or (lambda _: None)
   validate(config)
@@ -248,9 +238,7 @@ def train_and_evaluate(
                              else set(MAY_CHANGE_ON_RESUME) - {"epochs"})
   history: list[dict[str, Any]] = []
   try:
-    if data is None:
-      data = input_pipeline.load(config)
-      log("data: " + ", ".join(f"{len(v):,} {k}" for k, v in data.items()) + " images")
+    data = input_pipeline.load(config, log) if data is None else data
     steps_per_epoch = len(data["train"]) // config.batch_size
     if steps_per_epoch < 1:
       raise ValueError(f"{len(data['train'])} training images make no batch of "
@@ -281,8 +269,6 @@ def train_and_evaluate(
       metrics["eval_seconds"] = time.perf_counter() - start
       lr = schedule(epoch * steps_per_epoch) if callable(schedule) else schedule
       metrics["learning_rate"] = float(lr)
-      if "phase_shift" in metrics:  # The per-parameter counts last.
-        metrics["phase_shift"] = metrics.pop("phase_shift")
       history.append(metrics)
       if run is not None:
         run.save(epoch, jax.device_get(nnx.to_pure_dict(nnx.state(train_state))), history)
@@ -294,8 +280,3 @@ def train_and_evaluate(
       run.close()
   return model, history
 
-
-def median_images_per_sec(history: list[dict[str, Any]]) -> float:
-  """A run's training throughput: the median over epochs after the first (which compiles)."""
-  rates = [m["images_per_sec"] for m in history]
-  return float(np.median(rates[1:] or rates)) if rates else math.nan

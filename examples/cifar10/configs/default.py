@@ -42,27 +42,21 @@ class Config:
   selection: str = _setting("argmax", "optimizer", "PhaseShift: argmax, or last (the original)")
   granularity: str = _setting("tensor", "optimizer", "PhaseShift: kick a tensor, or an element")
   optimizer_kwargs: dict = _setting(
-      {}, "optimizer", "any other argument of the optimizer by its own name, as JSON, "
-      "e.g. '{\"dampening\": 0.1}' for torch_sgd")
-  schedule: str = _setting(
-      "constant", "optimizer", "learning-rate schedule over all steps, peaking at the "
-      "learning rate: constant, cosine, warmup_cosine, onecycle, cosine_annealing, "
-      "time_based, cyclic")
+      {}, "optimizer", "other arguments by the optimizer's own names, JSON: '{\"dampening\": 0.1}'")
+  schedule: str = _setting("constant", "optimizer", "constant, cosine, warmup_cosine, onecycle, "
+                           "cosine_annealing, time_based or cyclic, peaking at learning_rate")
   warmup_epochs: float = _setting(0.0, "optimizer", "linear warm-up of warmup_cosine")
 
   # Model and training (train.py, models.py).
   model: str = _setting("cnn", "training", "cnn (5 stride-2 conv blocks) or resnet (ResNet-14)")
   width: int | None = _setting(None, "training", "channels of the first layer (default 16)")
   epochs: int = _setting(10, "training", "epochs")
-  batch_size: int = _setting(
-      128, "training", "training batch size, divisible by the device count; an epoch's last "
-      "partial batch is dropped")
-  eval_batch_size: int = _setting(
-      512, "training", "evaluation batch size; the last batch is padded and masked")
+  batch_size: int = _setting(128, "training", "training batch (an epoch's last partial one is "
+                             "dropped), divisible by the device count")
+  eval_batch_size: int = _setting(512, "training", "evaluation batch (the last one is masked)")
   seed: int = _setting(0, "training", "seed of initialization, data order and augmentation")
   augment: bool = _setting(True, "training", "random crop and horizontal flip")
-  validation_fraction: float = _setting(
-      0.0, "training", "hold out this fraction of the training set as val_* metrics")
+  validation_fraction: float = _setting(0.0, "training", "hold out this fraction for val_*")
   train_size: int | None = _setting(None, "training", "use only the first N training images")
   test_size: int | None = _setting(None, "training", "use only the first N test images")
   num_devices: int | None = _setting(None, "training", "data-parallel over N devices (all)")
@@ -70,11 +64,9 @@ class Config:
   progress: bool = _setting(True, "training", "progress bar")
 
   # Data (input_pipeline.py).
-  data_dir: str | None = _setting(
-      None, "data", "directory holding cifar-10-batches-py/ (never written to)")
-  cache_dir: str | None = _setting(
-      None, "data", "where the archive is downloaded when data_dir lacks the data "
-      "(default ~/.cache/phaseshift_jax/cifar10)")
+  data_dir: str | None = _setting(None, "data", "holds cifar-10-batches-py/ (never written to)")
+  cache_dir: str | None = _setting(None, "data", "where data missing in data_dir is downloaded "
+                                   "(~/.cache/phaseshift_jax/cifar10)")
   download: bool = _setting(True, "data", "download the data when it is missing")
   data_url: str = _setting("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "data",
                            "URL of cifar-10-python.tar.gz")
@@ -83,22 +75,19 @@ class Config:
 
   # Several optimizers (compare.py, study.py).
   optimizers: str = _setting("adam,phase_shift", "compare", "comma-separated optimizer names")
-  per_optimizer: dict = _setting(
-      {}, "compare", "settings for one optimizer, {name: {setting: value}}; on the command "
-      "line --set NAME.SETTING=VALUE (repeatable)")
+  per_optimizer: dict = _setting({}, "compare", "{optimizer: {setting: value}}, on the command "
+                                 "line --set OPTIMIZER.SETTING=VALUE")
   seeds: int = _setting(1, "compare", "compare: train each optimizer with seeds seed..seed+N-1")
 
   # The Optuna study (study.py).
   trials: int = _setting(35, "study", "finished (complete or pruned) trials per optimizer")
-  worker_trials: int | None = _setting(
-      None, "study", "this process runs at most N trials per optimizer, then stops")
+  worker_trials: int | None = _setting(None, "study", "this process runs at most N per optimizer")
   storage: str | None = _setting(None, "study", "Optuna RDB URL (sqlite:///WORKDIR/study.db)")
   study_name: str = _setting("cifar10", "study", "the studies are NAME-<optimizer>")
   pruner_startup_trials: int = _setting(5, "study", "finished trials before the pruner prunes")
   top: int = _setting(5, "study", "report mean and std of the best N trials")
   heartbeat_interval: int = _setting(30, "study", "seconds between a trial's heartbeats")
-  grace_period: int = _setting(
-      90, "study", "a trial without heartbeat for this long is failed and retried")
+  grace_period: int = _setting(90, "study", "a trial without heartbeat this long is retried")
 
 
 def get_config() -> Config:

@@ -1,8 +1,5 @@
-"""The original write-up's study: 35 trials x 10 epochs for Adam and PhaseShift.
-
-A tenth of the training set is held out as the validation split that the trials are
-judged on; no progress bars, one line per trial.
-"""
+"""The original write-up's study: 35 trials x 10 epochs each for Adam and PhaseShift, judged
+on a tenth of the training set held out; one line per trial instead of progress bars."""
 
 import dataclasses
 
