@@ -124,15 +124,6 @@ def objective(trial: optuna.Trial, config: default.Config,
   return history[-1]["val_accuracy"]
 
 
-def _remaining(study: optuna.Study, n_trials: int) -> int:
-  """``n_trials`` minus the finished and running ones (after failing the stale ones)."""
-  with warnings.catch_warnings():
-    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-    optuna.storages.fail_stale_trials(study)
-  taken = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
-  return n_trials - len(taken)
-
-
 def run_study(config: default.Config, workdir: str | Path,
               log: Callable[[str], None] = print) -> bool:
   """Runs this worker's share of the study; writes the report once every study is done.
@@ -167,7 +158,11 @@ def run_study(config: default.Config, workdir: str | Path,
         ", ".join(f"{k}={v:.3g}" for k, v in trial.params.items()) + ")")
 
   for name, study in studies.items():
-    if _remaining(study, config.trials) > 0:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+      optuna.storages.fail_stale_trials(study)  # Killed workers' trials: failed, queued again.
+    taken = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+    if len(taken) < config.trials:  # MaxTrialsCallback's count, before the first trial.
       study.optimize(
           lambda trial, name=name: objective(trial, trial_config(config, name), data),
           n_trials=config.worker_trials, gc_after_trial=False,

@@ -167,7 +167,8 @@ def train_epoch(model: nnx.Module, optimizer: nnx.Optimizer, split: input_pipeli
   batches = input_pipeline.train_batches(split, config.batch_size, config.seed, epoch)
   steps, start, pending = len(split) // config.batch_size, time.perf_counter(), collections.deque()
   with tqdm(total=steps * config.batch_size, unit="img", unit_scale=True, leave=False,
-            disable=not config.progress, desc=f"{config.optimizer} {epoch}/{config.epochs}") as bar:
+            desc=f"{config.optimizer} seed {config.seed} {epoch}/{config.epochs}",
+            disable=not config.progress) as bar:
     for batch in batches:  # device_put and the steps are asynchronous: the host runs ahead.
       pending.append(train_step(model, optimizer, metrics, *jax.device_put(
           batch, NamedSharding(mesh, PartitionSpec("data"))), key if config.augment else None))
@@ -189,8 +190,8 @@ def train_epoch(model: nnx.Module, optimizer: nnx.Optimizer, split: input_pipeli
 
 def summary(metrics: Mapping[str, Any], config: default.Config) -> str:
   """The console line of one epoch."""
-  line = (f"{config.optimizer} epoch {metrics['epoch']}/{config.epochs}: train loss "
-          f"{metrics['train_loss']:.4f} acc {metrics['train_accuracy']:.2%}")
+  line = (f"{config.optimizer} seed {config.seed} epoch {metrics['epoch']}/{config.epochs}: "
+          f"train loss {metrics['train_loss']:.4f} acc {metrics['train_accuracy']:.2%}")
   for split in ("val", "test"):
     if f"{split}_loss" in metrics:
       line += (f" | {split} loss {metrics[f'{split}_loss']:.4f} acc "

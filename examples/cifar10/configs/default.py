@@ -14,10 +14,8 @@ from typing import Any
 
 
 def _setting(default: Any, group: str, help: str) -> Any:  # pylint: disable=redefined-builtin
-  if isinstance(default, dict):
-    return dataclasses.field(default_factory=lambda: dict(default),
-                             metadata={"group": group, "help": help})
-  return dataclasses.field(default=default, metadata={"group": group, "help": help})
+  value = {"default_factory": dict} if default == {} else {"default": default}
+  return dataclasses.field(**value, metadata={"group": group, "help": help})
 
 
 @dataclasses.dataclass(frozen=True)
