@@ -73,7 +73,8 @@ def make_parser() -> argparse.ArgumentParser:
   commands = parser.add_subparsers(dest="command", required=True)
   commands.add_parser("optimizers", help="list every optimizer and what it reads")
   for command, text in (("train", "train one optimizer"), ("compare", "train optimizers x "
-                        "seeds, plot and tabulate"), ("study", "Optuna study of optimizers")):
+                        "seeds, plot and tabulate"), ("study", "Optuna study of optimizers "
+                        "(from configs/study.py: the defaults below but validation_fraction 0.1)")):
     p = commands.add_parser(command, help=text, description=text, usage="%(prog)s [flags]")
     p.add_argument("--config", default="study" if command == "study" else "default",
                    help="a config of configs/ (default, resnet, study) or a .py file with "
