@@ -131,12 +131,14 @@ def test_cpu_measures_time_every_variant_and_change_no_value():
     jax.tree.map(np.testing.assert_array_equal, outputs[name], outputs["plain"])
 
 
-def test_side_by_side_step_times_run_for_tiny_trials():
-  from examples.cifar10 import train  # pylint: disable=import-outside-toplevel
-  configs = [train.Config(optimizer="phase_shift", hparams={"learning_rate": lr}, batch_size=8,
-                          width=4, seed=k) for k, lr in enumerate((0.01, 0.1))]
-  result = side_by_side.step_times(configs, steps=2, warmup=1)
-  assert result["trials"] == 2
-  assert result["one_by_one_step_ms"] > 0 and result["side_by_side_step_ms"] > 0
-  assert result["step_speedup"] == pytest.approx(
+def test_side_by_side_seeds_compute_the_steps_of_the_seeds_one_by_one():
+  import dataclasses  # pylint: disable=import-outside-toplevel
+  from examples.cifar10.configs import default  # pylint: disable=import-outside-toplevel
+  config = dataclasses.replace(default.Config(), optimizer="phase_shift", batch_size=8, width=4)
+  result = side_by_side.step_times(config, [0, 1], steps=2, warmup=1)
+  assert result["seeds"] == 2 and result["one_by_one_step_ms"] > 0
+  assert result["speedup"] == pytest.approx(
       result["one_by_one_step_ms"] / result["side_by_side_step_ms"])
+  losses = result["first_losses"]  # Each seed's own model, batch and augmentation.
+  np.testing.assert_allclose(losses["side_by_side"], losses["one_by_one"], rtol=1e-5)
+  assert losses["one_by_one"][0] != losses["one_by_one"][1]

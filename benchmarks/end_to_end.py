@@ -1,7 +1,7 @@
 """End-to-end: the CIFAR-10 train step with each optimizer, and the optimizer's share of it.
 
-The train step is the one of ``examples/cifar10/train.py`` (``create_training``:
-forward, backward, optimizer update, model and optimizer donated), on one fixed
+The train step is the one of ``examples/cifar10/train.py`` (``train_step``:
+forward, backward, optimizer update, metrics; model, optimizer and metrics donated), on one fixed
 batch of random ``uint8`` images (the data do not change the cost). The
 optimizer's share is the time of its step alone on the model's parameter tree
 (:func:`benchmarks.step_cost.jax_runner`) over the time of the train step. All
@@ -11,6 +11,7 @@ steps are interleaved in one run. Run ``python -m benchmarks.end_to_end``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable
 from typing import Any
 
@@ -27,20 +28,24 @@ OPTIMIZERS = ("sgd", "adam", "phase_shift", "phase_shift_adam", "torch_adam", "m
 
 def _train_runner(name: str, model: str, batch_size: int, width: int | None
                   ) -> Callable[[int], Callable[[], Any]]:
+  from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=import-outside-toplevel
   from examples.cifar10 import train  # pylint: disable=import-outside-toplevel
+  from examples.cifar10.configs import default  # pylint: disable=import-outside-toplevel
 
-  config = train.Config(optimizer=name, model=model, batch_size=batch_size, width=width)
-  training = train.create_training(config, steps_per_epoch=100)
+  config = dataclasses.replace(default.Config(), optimizer=name, model=model,
+                               batch_size=batch_size, width=width)
+  mesh = train.make_mesh(config)
+  network, optimizer = train.create_train_state(config, 100, mesh)
+  metrics = train.replicate(train.create_metrics(train.kickable(network, optimizer)), mesh)
   rng = np.random.default_rng(0)
   batch = (rng.integers(0, 256, (batch_size, 32, 32, 3), dtype=np.uint8),
-           rng.integers(0, 10, batch_size).astype(np.int32), np.ones(batch_size, bool))
-  images, labels, mask = jax.device_put(batch, training.data_sharding)
-  box = [training.new_train_stats()]
+           rng.integers(0, 10, batch_size).astype(np.int32))
+  images, labels = jax.device_put(batch, NamedSharding(mesh, PartitionSpec("data")))
+  key = jax.device_put(jax.random.key(0), NamedSharding(mesh, PartitionSpec()))
 
   def run_once(_):
     def thunk():
-      box[0], loss = training.train_step(training.model, training.optimizer, box[0], images,
-                                         labels, mask)
+      loss = train.train_step(network, optimizer, metrics, images, labels, key)
       loss.block_until_ready()  # all outputs of one execution are ready together
     return thunk
 
@@ -49,11 +54,12 @@ def _train_runner(name: str, model: str, batch_size: int, width: int | None
 
 def run(model: str = "cnn", batch_size: int = 128, names=OPTIMIZERS, *, width: int | None = None,
         warmup: int = 3, steps: int = 20, log: Callable[[str], None] = print) -> dict[str, Any]:
-  """Images/s and optimizer share for each optimizer name of ``examples/cifar10/optimizers.py``.
+  """Images/s and optimizer share for each name of ``examples/cifar10/optimizers.py``.
 
   ``width`` is the model's first-layer width (None: the model's default).
   """
   from examples.cifar10 import optimizers  # pylint: disable=import-outside-toplevel
+  from examples.cifar10.configs import default  # pylint: disable=import-outside-toplevel
 
   shapes = trees.model_shapes(model, width)
   params = trees.random_tree(shapes, 0)
@@ -68,7 +74,8 @@ def run(model: str = "cnn", batch_size: int = 128, names=OPTIMIZERS, *, width: i
       continue
     runners[f"train {name}"](0)()  # compile before timing (jax_runner compiles its own)
     runners[f"optimizer {name}"] = step_cost.jax_runner(
-        lambda name=name: optimizers.create(name), params, grads)
+        lambda name=name: optimizers.create_optimizer(
+            dataclasses.replace(default.Config(), optimizer=name)), params, grads)
   stats = timing.interleaved_medians(runners, warmup=warmup, steps=steps)
   rows = {}
   for name in names:

@@ -1,1 +1,1 @@
-"""CIFAR-10 training with Flax NNX: input pipeline, models, optimizers by name, train/compare CLI."""
+"""CIFAR-10 with Flax NNX: train, compare and study optimizers (``python -m examples.cifar10``)."""

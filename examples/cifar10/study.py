@@ -1,232 +1,260 @@
-"""The optimizer study: an Optuna search per optimizer (Adam vs PhaseShift), resumable and shareable.
+"""The optimizer study: an Optuna study per optimizer, resumable and shared by several workers.
 
-``python -m examples.cifar10 study --optimizers adam,phase_shift --trials 35 --epochs 10``
-
-* One Optuna study per optimizer (``<study-name>-<optimizer>``) in one RDB storage,
-  a SQLite file in the run directory by default. The search space is
-  :data:`study_space.SEARCH_SPACES` (all log-uniform); the sampler is TPE, seeded
-  per trial from ``(--seed, trial number)``; a median pruner stops a trial whose
-  validation accuracy after an epoch is below the median of earlier trials at that
-  epoch.
-* The validation split is held out from the training set (``--validation-fraction``,
-  the same images for every trial); trials never see the test set. The objective is
-  the validation accuracy after the last epoch. Only the best trial of each optimizer
-  is evaluated on the test set, by training its configuration once more (same seed,
-  same data: the same model).
-* ``--trials N`` is the number of finished (complete or pruned) trials the study
-  must hold; a rerun continues a stopped or killed study up to N. Every running
-  trial sends a heartbeat; a trial whose worker died (no heartbeat for
-  ``--grace-period`` seconds) is marked failed and queued again with the same
-  hyperparameters and seed. Several workers may run the same command at once:
-  they share the storage, never start a trial beyond N, and each writes the report
-  when the study is done.
-* ``--side-by-side K`` trains K trials at once with :mod:`vmapped_trials`; a
-  finished or pruned trial's slot takes the next trial.
-* Outputs in the run directory: ``results.md`` (the table), ``results.json``,
-  ``best_params.json``, ``history.png`` (optimization history of every optimizer)
-  and ``importances_<optimizer>.png`` (parameter importances).
-
-Modules: this one holds the ``study`` command (its options and :func:`run_study`);
-:mod:`study_space` the search spaces and the settings every trial shares,
-:mod:`study_storage` the storage, heartbeats and which worker runs which trial,
-:mod:`study_trials` the training of trials one by one or side by side, and
-:mod:`study_report` the summaries, the test number of the best trials and the report.
+Optuna's own machinery: a study ``<study_name>-<optimizer>`` per optimizer in an RDB
+storage whose running trials send heartbeats; a trial silent for ``grace_period`` seconds
+(its worker was killed) is failed and queued again with its hyperparameters and seed
+(``RetryHeartbeatStaleTrialCallback``, formerly ``RetryFailedTrialCallback``). Workers run
+``study.optimize`` with a ``MaxTrialsCallback`` counting finished and running trials: none
+starts more than ``trials``, none waits for another. TPE is seeded from ``(seed, trial
+number)``; the median pruner judges the validation accuracy after each epoch. A complete
+trial also evaluates its model on the test set once (the report shows it for the best).
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import dataclasses
-import functools
+import json
+import math
+import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
+import sqlalchemy.exc
+from optuna.trial import TrialState
 
 from examples.cifar10 import input_pipeline
-from examples.cifar10 import optimizers
-from examples.cifar10 import study_report
-from examples.cifar10 import study_space
-from examples.cifar10 import study_storage
-from examples.cifar10 import study_trials
-from examples.cifar10 import vmapped_trials
+from examples.cifar10 import train
+from examples.cifar10.configs import default
 
-DEFAULT_WORKDIR = "runs/cifar10/study"
-
-
-def add_study_parser(subparsers: Any) -> argparse.ArgumentParser:
-  """Adds the ``study`` command to ``subparsers`` (of ``python -m examples.cifar10``)."""
-  p = subparsers.add_parser(
-      "study", help="Optuna study of optimizers' hyperparameters",
-      description="An Optuna study per optimizer (TPE, median pruning on validation "
-      "accuracy, validation split held out from the training set), stored in an RDB "
-      "storage so that it resumes after a kill and several workers can share it. "
-      "Writes results.md, results.json, best_params.json and plots into --workdir.",
-      epilog="search spaces (log-uniform): " + "; ".join(
-          f"{o}: " + ", ".join(f"{k} [{lo:g}, {hi:g}]" for k, (lo, hi) in s.items())
-          for o, s in study_space.SEARCH_SPACES.items()))
-  p.add_argument("--optimizers", default="adam,phase_shift",
-                 help=f"comma-separated, from {', '.join(study_space.SEARCH_SPACES)} "
-                 "(default adam,phase_shift)")
-  p.add_argument("--trials", type=optimizers.positive_int, default=35,
-                 help="finished trials per optimizer the study must hold (default 35)")
-  p.add_argument("--epochs", type=optimizers.positive_int, default=10,
-                 help="epochs per trial (default 10)")
-  p.add_argument("--side-by-side", type=optimizers.positive_int, default=1, metavar="K",
-                 help="train K trials at once, vmapped in one program (default 1: one by one)")
-  p.add_argument("--conv-batching", default="auto", choices=vmapped_trials.CONV_BATCHING,
-                 help="how vmapped convolutions run (auto: unrolled on CPU, native elsewhere)")
-  p.add_argument("--workdir", default=DEFAULT_WORKDIR,
-                 help=f"run directory for the storage and the report (default {DEFAULT_WORKDIR})")
-  p.add_argument("--storage", help="Optuna RDB URL (default sqlite:///WORKDIR/study.db)")
-  p.add_argument("--study-name", default="cifar10",
-                 help="studies are named NAME-<optimizer> (default cifar10)")
-  p.add_argument("--seed", type=int, default=0, help="seed of the sampler, the validation split "
-                 "and the trials (trial n uses seed + n) (default 0)")
-  p.add_argument("--worker-trials", type=optimizers.positive_int,
-                 help="this process starts at most N trials per optimizer, then exits "
-                 "(the study stays resumable)")
-  p.add_argument("--pruner-startup-trials", type=int, default=5,
-                 help="trials finished before the median pruner prunes (default 5)")
-  p.add_argument("--top", type=optimizers.positive_int, default=5,
-                 help="report mean and std of the best N trials (default 5)")
-  p.add_argument("--heartbeat-interval", type=optimizers.positive_int, default=30,
-                 help="seconds between a running trial's heartbeats (default 30)")
-  p.add_argument("--grace-period", type=optimizers.positive_int, default=90,
-                 help="a trial without heartbeat for this long is failed and retried (default 90)")
-  p.add_argument("--set", dest="assignments", action="append",
-                 type=optimizers.parse_assignment, default=[],
-                 metavar="[OPTIMIZER.]NAME=VALUE",
-                 help="fix a hyperparameter that is not searched, e.g. phase_shift.selection=last")
-  data = p.add_argument_group("data and training")
-  data.add_argument("--data-dir", help="directory holding cifar-10-batches-py/")
-  data.add_argument("--no-download", dest="download", action="store_false",
-                    help="fail instead of downloading when the data is missing")
-  data.add_argument("--train-size", type=optimizers.positive_int,
-                    help="use only the first N training images (before the validation split)")
-  data.add_argument("--test-size", type=optimizers.positive_int,
-                    help="use only the first N test images for the final number")
-  data.add_argument("--validation-fraction", type=float, default=0.1,
-                    help="fraction of the training images held out for validation (default 0.1)")
-  data.add_argument("--model", default="cnn", help="model name (default cnn)")
-  data.add_argument("--width", type=optimizers.positive_int, help="channels of the first layer")
-  data.add_argument("--batch-size", type=optimizers.positive_int, default=128)
-  data.add_argument("--eval-batch-size", type=optimizers.positive_int, default=512)
-  data.add_argument("--no-augment", dest="augment", action="store_false")
-  data.add_argument("--schedule", default="constant", choices=optimizers.SCHEDULES)
-  data.add_argument("--no-progress", dest="progress", action="store_false",
-                    help="no per-trial lines")
-  p.set_defaults(run=run_study)
-  return p
+# Log-uniform search spaces. The PhaseShift kick is +-min(threshold, shift_boundary) per
+# element, not scaled by the learning rate.
+_KICK = {"threshold": (1e-6, 1e-1), "shift_boundary": (1e-6, 1e-1),
+         "min_gradient_magnitude": (1e-6, 1.0)}
+SEARCH_SPACES = {
+    "adam": {"learning_rate": (1e-5, 1e-1)},
+    "phase_shift": {"learning_rate": (1e-3, 1.0), **_KICK},
+    "phase_shift_adam": {"learning_rate": (1e-5, 1e-1), **_KICK},
+    "sgd": {"learning_rate": (1e-3, 1.0)},
+}
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 
-def _fixed_hparams(assignments, names: Sequence[str]) -> dict[str, dict[str, Any]]:
-  fixed: dict[str, dict[str, Any]] = {n: {} for n in names}
-  for target, key, value in assignments:
-    targets = [target] if target else [n for n in names if key in optimizers.get_spec(n).defaults]
-    if not targets or any(t not in names for t in targets):
-      raise study_space.StudyError(f"--set {key}: no optimizer among {', '.join(names)} takes it")
-    for t in targets:
-      if key in study_space.SEARCH_SPACES[t]:
-        raise study_space.StudyError(f"--set {key}: {t} searches {key}; it cannot be fixed")
-      fixed[t][key] = value
-  for n in names:
-    optimizers.resolve(n, fixed[n])
-  return fixed
+class StudyError(Exception):
+  """A study that cannot be run as asked (a one-line message)."""
 
 
-def _head(split: input_pipeline.Split, n: int | None) -> input_pipeline.Split:
-  """The first ``n`` examples of ``split`` (all of it when ``n`` is None)."""
-  return input_pipeline.Split(split.images[:n], split.labels[:n]) if n else split
+def create_storage(config: default.Config, workdir: Path) -> optuna.storages.RDBStorage:
+  """The RDB storage of ``config.storage`` (``sqlite:///WORKDIR/study.db``), with heartbeats."""
+  url = config.storage or f"sqlite:///{(workdir / 'study.db').resolve()}"
+  for attempt in range(3):
+    try:
+      with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url, engine_kwargs={"connect_args": {"timeout": 120}} if url.startswith("sqlite")
+            else None, heartbeat_interval=config.heartbeat_interval,
+            grace_period=config.grace_period,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(3))
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as e:
+      racing = isinstance(e, sqlalchemy.exc.IntegrityError) or "already exists" in str(e)
+      if not racing or attempt == 2:  # Not another worker creating the tables right now.
+        reason = (str(e).strip().splitlines() or [""])[0]
+        raise StudyError(f"cannot open the storage {url}: {type(e).__name__}: {reason}") from e
+      time.sleep(1)
+  raise AssertionError("unreachable")
 
 
-def _load_data(args: argparse.Namespace):
-  train_split, test = input_pipeline.load_cifar10(args.data_dir, download=args.download,
-                                                  progress=args.progress)
-  fit, val = input_pipeline.split_validation(_head(train_split, args.train_size),
-                                             args.validation_fraction, args.seed)
-  return fit, val, _head(test, args.test_size)
+def trial_config(config: default.Config, optimizer: str) -> default.Config:
+  """``config`` for ``optimizer``'s trials: with its ``per_optimizer`` settings."""
+  fixed = config.per_optimizer.get(optimizer, {})
+  if searched := sorted(set(fixed) & set(SEARCH_SPACES[optimizer])):
+    raise StudyError(f"--set {optimizer}.{searched[0]}: the study searches it")
+  return dataclasses.replace(config, optimizer=optimizer, **fixed)
 
 
-@contextlib.contextmanager
-def _quiet_optuna() -> Iterator[None]:
-  """Optuna's per-trial INFO lines off (this module prints its own)."""
-  level = optuna.logging.get_verbosity()
-  optuna.logging.set_verbosity(optuna.logging.WARNING)
+def open_study(storage: optuna.storages.BaseStorage, config: default.Config,
+               optimizer: str) -> optuna.Study:
+  """Creates or loads ``<study_name>-<optimizer>``; a loaded one must have the same settings."""
+  study = optuna.create_study(
+      study_name=f"{config.study_name}-{optimizer}", storage=storage, direction="maximize",
+      load_if_exists=True, sampler=optuna.samplers.TPESampler(seed=config.seed),
+      pruner=optuna.pruners.MedianPruner(n_startup_trials=config.pruner_startup_trials))
+  settings = {k: v for k, v in json.loads(json.dumps(dataclasses.asdict(
+      trial_config(config, optimizer)))).items()
+      if k == "epochs" or k not in train.MAY_CHANGE_ON_RESUME}
+  saved = study.user_attrs.get("settings")
+  if saved is None:
+    study.set_user_attr("settings", settings)
+    study.set_user_attr("optimizer", optimizer)
+  elif changed := [k for k in settings if saved.get(k) != settings[k]]:
+    raise StudyError(f"study {study.study_name} was run with {changed[0]}={saved.get(changed[0])!r}"
+                     f", not {settings[changed[0]]!r}; use another --study-name or --workdir")
+  return study
+
+
+def objective(trial: optuna.Trial, config: default.Config,
+              data: Mapping[str, input_pipeline.Split]) -> float:
+  """Trains one trial; returns its validation accuracy after the last epoch."""
+  trial.study.sampler = optuna.samplers.TPESampler(  # Reproducible, a stream per trial.
+      seed=int(np.random.SeedSequence([config.seed, trial.number]).generate_state(1)[0]))
+  if "seed" not in trial.user_attrs:  # A retried trial keeps its seed.
+    trial.set_user_attr("seed", config.seed + trial.number)
+  params = {k: trial.suggest_float(k, low, high, log=True)
+            for k, (low, high) in SEARCH_SPACES[config.optimizer].items()}
+  config = dataclasses.replace(config, seed=trial.user_attrs["seed"], **params)
+
+  def report(epoch, metrics):
+    trial.report(metrics["val_accuracy"], epoch)
+    if epoch < config.epochs and trial.should_prune():
+      raise optuna.TrialPruned()
+
   try:
-    yield
-  finally:
-    optuna.logging.set_verbosity(level)
+    model, history = train.train_and_evaluate(
+        config, data={"train": data["train"], "val": data["val"]}, callback=report, log=None)
+  except train.Diverged as e:  # Pruned: it counts, and TPE ranks it below every other.
+    raise optuna.TrialPruned(str(e)) from e
+  test = train.evaluate(model, data["test"], config.eval_batch_size, train.make_mesh(config))
+  trial.set_user_attr("test_accuracy", test["accuracy"])
+  return history[-1]["val_accuracy"]
 
 
-def run_study(args: argparse.Namespace) -> int:
-  """Runs the ``study`` command; returns the exit status (2 for a usage or data error)."""
-  prog = "study"
-  log = print if args.progress else (lambda _: None)
-  start = time.perf_counter()
-  spaces = study_space.SEARCH_SPACES
+def run_study(config: default.Config, workdir: str | Path,
+              log: Callable[[str], None] = print) -> bool:
+  """Runs this worker's share of the study; writes the report once every study is done.
+
+  Returns whether the report was written (False: this worker stopped after
+  ``worker_trials``, or trials still run elsewhere).
+  """
+  workdir = Path(workdir)
+  names = [n.strip() for n in config.optimizers.split(",") if n.strip()]
+  if not names or len(set(names)) != len(names) or not set(names) <= set(SEARCH_SPACES):
+    raise StudyError(f"optimizers must be distinct names from {', '.join(SEARCH_SPACES)} "
+                     f"(those with a search space), got {config.optimizers!r}")
+  if not config.validation_fraction:
+    raise StudyError("the study needs a validation split: set --validation-fraction")
+  if config.grace_period <= config.heartbeat_interval:
+    raise StudyError("grace_period must be longer than heartbeat_interval")
+  for name in names:
+    train.validate(dataclasses.replace(
+        trial_config(config, name), **{k: lo for k, (lo, _) in SEARCH_SPACES[name].items()}))
   try:
-    names = [n.strip() for n in args.optimizers.split(",") if n.strip()]
-    unknown = [n for n in names if n not in spaces]
-    if not names or unknown or len(set(names)) != len(names):
-      raise study_space.StudyError(f"--optimizers must list distinct names from "
-                                   f"{', '.join(spaces)}, got {args.optimizers!r}")
-    if args.grace_period <= args.heartbeat_interval:
-      raise study_space.StudyError("--grace-period must be longer than --heartbeat-interval")
-    fixed = _fixed_hparams(args.assignments, names)
-    workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    url = args.storage or f"sqlite:///{(workdir / 'study.db').resolve()}"
-    base = study_space.Settings(
-        epochs=args.epochs, model=args.model, width=args.width, batch_size=args.batch_size,
-        eval_batch_size=args.eval_batch_size, augment=args.augment, schedule=args.schedule,
-        validation_fraction=args.validation_fraction, train_size=args.train_size,
-        seed=args.seed)
-    settings = {n: dataclasses.replace(base, fixed=fixed[n]) for n in names}
-    for n in names:
-      settings[n].config(n, {k: lo for k, (lo, _) in spaces[n].items()}, 0).validate()
-    fit, val, test = _load_data(args)
-    storage = study_storage.make_storage(url, args.heartbeat_interval, args.grace_period)
-    with _quiet_optuna():
-      studies = [study_storage.open_study(storage, f"{args.study_name}-{n}", settings[n], n,
-                                          pruner_startup_trials=args.pruner_startup_trials)
-                 for n in names]
-  except (study_space.StudyError, ValueError, input_pipeline.DataError) as e:
-    print(f"{prog}: error: {e}", file=sys.stderr)
-    return 2
+  except OSError as e:
+    raise StudyError(f"cannot use {workdir} as the study's directory: {e.strerror}") from e
+  storage = create_storage(config, workdir)
+  optuna.logging.set_verbosity(optuna.logging.WARNING)
+  studies = {n: open_study(storage, config, n) for n in names}
+  data = input_pipeline.load(config)
 
-  complete = True
-  try:
-    with _quiet_optuna():
-      for name, study in zip(names, studies):
-        budget = [args.worker_trials or sys.maxsize]
-        with study_storage.Heartbeat(study, args.heartbeat_interval) as heartbeat:
-          common = (study, args.trials, name, settings[name], (fit, val), heartbeat, budget, log)
-          run = (functools.partial(study_trials.run_side_by_side, *common, args.side_by_side,
-                                   args.conv_batching) if args.side_by_side > 1
-                 else functools.partial(study_trials.run_one_by_one, *common))
-          complete &= study_storage.optimize(study, args.trials, run, budget,
-                                             args.heartbeat_interval, log)
-      if not complete:
-        log(f"stopped after --worker-trials {args.worker_trials}; rerun to continue the study")
-        return 0
-      summaries = []
-      for name, study in zip(names, studies):
-        summary = study_report.summarize(study, args.top)
-        summary["final_test"] = study_report.final_test(study, summary, settings[name],
-                                                        (fit, test), log)
-        summaries.append(summary)
-  except KeyboardInterrupt:
-    print(f"{prog}: interrupted; rerun the same command to continue", file=sys.stderr)
-    return 130
-  seconds = time.perf_counter() - start
-  argv = sys.argv[sys.argv.index("study"):] if "study" in sys.argv else ["study"]
-  command = "python -m examples.cifar10 " + " ".join(argv)
-  study_report.write_report(studies, summaries, workdir, command, seconds)
-  log("\n" + study_report.results_table(summaries))
-  log(f"report: {workdir / 'results.md'} ({seconds:.0f} s)")
-  return 0
+  def log_trial(study, trial):
+    log(f"{study.study_name} trial {trial.number}: {trial.state.name.lower()} after "
+        f"{len(trial.intermediate_values)} epochs, val acc {trial.value or math.nan:.2%} (" +
+        ", ".join(f"{k}={v:.3g}" for k, v in trial.params.items()) + ")")
+
+  for name, study in studies.items():
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+      optuna.storages.fail_stale_trials(study)  # Killed workers' trials: failed, queued again.
+    taken = study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
+    if len(taken) < config.trials:  # MaxTrialsCallback's count, before the first trial.
+      study.optimize(
+          lambda trial, name=name: objective(trial, trial_config(config, name), data),
+          n_trials=config.worker_trials, gc_after_trial=False,
+          callbacks=[optuna.study.MaxTrialsCallback(
+              config.trials, states=(*FINISHED, TrialState.RUNNING)), log_trial])
+  finished = {s.study_name: len(s.get_trials(deepcopy=False, states=FINISHED))
+              for s in studies.values()}
+  if unfinished := [f"{n} {k}/{config.trials}" for n, k in finished.items() if k < config.trials]:
+    log(f"not finished yet ({', '.join(unfinished)} trials): rerun the command to continue. "
+        "Trials running elsewhere are left to their workers; a killed worker's trial is "
+        f"retried once it has had no heartbeat for {config.grace_period} s")
+    return False
+  write_report(storage, config, workdir, log)
+  return True
+
+
+def summarize(study: optuna.Study, top: int) -> dict[str, Any]:
+  """Counts, the best trial, the top trials' mean and std, and the time spent in trials."""
+  trials = study.get_trials(deepcopy=False)
+  complete = sorted((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: -t.value)
+  finished = [t for t in trials if t.state in FINISHED]
+  values = np.array([t.value for t in complete[:top]])
+  seconds = sum(t.duration.total_seconds() for t in finished)
+  best = complete[0] if complete else None
+  return {"study": study.study_name, "optimizer": study.user_attrs.get("optimizer"),
+          "complete": len(complete), "pruned": len(finished) - len(complete),
+          "failed": sum(t.state == TrialState.FAIL for t in trials), "top": len(values),
+          "top_mean": float(values.mean()) if len(values) else None,
+          "top_std": float(values.std(ddof=1)) if len(values) > 1 else None,
+          "trial_seconds": seconds, "seconds_per_trial": seconds / max(len(finished), 1),
+          "best": best and {"trial": best.number, "val_accuracy": best.value,
+                            "test_accuracy": best.user_attrs.get("test_accuracy"),
+                            "seed": best.user_attrs["seed"], "params": best.params}}
+
+
+def results_table(summaries: list[dict[str, Any]]) -> str:
+  rows = ["| optimizer | trials (complete / pruned) | failed | best val acc | top-k val acc, "
+          "mean ± std | test acc (best) | trial time | time per trial |",
+          "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: |"]
+  for s in summaries:
+    best = s["best"] or {}
+    top = f"{s['top_mean'] or math.nan:.2%} ± {s['top_std'] or math.nan:.2%} (k={s['top']})"
+    rows.append(f"| {s['optimizer']} | {s['complete'] + s['pruned']} ({s['complete']} / "
+                f"{s['pruned']}) | {s['failed']} | {best.get('val_accuracy', math.nan):.2%} | "
+                f"{top} | {best.get('test_accuracy') or math.nan:.2%} | "
+                f"{s['trial_seconds']:.0f} s | {s['seconds_per_trial']:.0f} s |")
+  rows += ["", "| optimizer | best trial | seed | hyperparameters |", "| --- | ---: | ---: | --- |"]
+  rows += [f"| {s['optimizer']} | {s['best']['trial']} | {s['best']['seed']} | " + ", ".join(
+      f"{k}={v:.4g}" for k, v in s["best"]["params"].items()) + " |"
+           for s in summaries if s["best"]]
+  return "\n".join(rows) + "\n"
+
+
+def _write(path: Path, write: Callable[[Path], Any]) -> None:
+  """Writes ``path`` through a temporary file: concurrent workers never leave half a file."""
+  tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+  write(tmp)
+  os.replace(tmp, path)
+
+
+def write_report(storage: optuna.storages.BaseStorage, config: default.Config, workdir: Path,
+                 log: Callable[[str], None] = print) -> None:
+  """``results.md``, ``results.json``, ``best_params.json`` and the plots, of every
+  ``<study_name>-*`` study in ``storage`` (also those this run did not list)."""
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  from optuna.visualization import matplotlib as vis  # pylint: disable=import-outside-toplevel
+  prefix = f"{config.study_name}-"
+  studies = [optuna.load_study(study_name=n, storage=storage)
+             for n in sorted(optuna.get_all_study_names(storage)) if n.startswith(prefix)]
+  summaries = [summarize(s, config.top) for s in studies]
+  command = "python -m examples.cifar10 " + " ".join(sys.argv[1:])
+  table = results_table(summaries)
+  _write(workdir / "results.md", lambda p: p.write_text(
+      f"# Optimizer study\n\n`{command}`\n\nAccuracies are on the validation split, but the "
+      "test accuracy of the best trial.\n\n" + table))
+  _write(workdir / "results.json", lambda p: p.write_text(json.dumps(
+      {"command": command, "optimizers": summaries}, indent=2) + "\n"))
+  _write(workdir / "best_params.json", lambda p: p.write_text(json.dumps(
+      {s["optimizer"]: s["best"] for s in summaries if s["best"]}, indent=2) + "\n"))
+  plots = [("history.png", lambda: vis.plot_optimization_history(studies))]
+  plots += [(f"importances_{s.user_attrs['optimizer']}.png",
+             lambda s=s: vis.plot_param_importances(s)) for s in studies]
+  for name, draw in plots:
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+      try:
+        figure = np.ravel(draw())[0].figure
+      except (ValueError, RuntimeError) as e:  # Importances need two complete trials.
+        log(f"{name} not drawn: {e}")
+        continue
+    figure.set_size_inches(10, 5)
+    figure.tight_layout()
+    _write(workdir / name, lambda p, figure=figure: figure.savefig(p, dpi=120, format="png"))
+    plt.close(figure)
+  log("\n" + table + f"report: {workdir / 'results.md'}")
