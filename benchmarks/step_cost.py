@@ -1,14 +1,13 @@
 """Step cost: one optimizer step (update + apply) for every contender, on the same trees.
 
-For each tree (synthetic stacks of 10, 100 and 1,000 leaves at 1M and 10M
-parameters, and the CIFAR-10 CNN and ResNet parameter trees) and each contender:
+For each tree (3M float32 parameters in 10 leaves of 300k, 100 of 30k or 1,000
+of 3k elements, and the CIFAR-10 CNN and ResNet parameter trees) and each contender:
 
-* JAX: ``jit(update + apply_updates)`` with params and optimizer state donated
-  (:func:`benchmarks.contenders.make_step`); a fresh copy of one of two fixed
-  gradient trees before each step (untimed), so the gradient changes every step
-  and PhaseShift kicks. ``phase_shift[donated grads]`` donates that copy too
-  (``grads_donated=True`` and its step), as a step may whose gradients are a
-  temporary of the caller's.
+* JAX: ``jit(update + apply_updates)`` with params and optimizer state donated, the
+  gradients not (:func:`benchmarks.contenders.make_step`); a fresh copy of one of
+  two fixed gradient trees before each step (untimed), so the gradient changes
+  every step and PhaseShift kicks. ``--previous DIR`` adds the PhaseShift of
+  another checkout (e.g. the previous main) to the same interleaved run.
 * torch: ``optimizer.step()`` with ``p.grad`` set to one of the same two gradient
   lists before each step (untimed), with the torch thread count (1 or the
   default) that copies fastest on this machine.
@@ -21,7 +20,7 @@ time``, where a step must read the gradients, params and state
 and write params and state: ``(3 + 2 s) * 4`` bytes per float32 parameter with
 ``s`` state arrays per parameter (SGD 3, Adam 7, PhaseShift 5, PhaseShift-Adam 9
 times 4 bytes), less what a step need not read or write
-(``contenders.STATE_TRAFFIC``: PhaseShift with donated gradients 4, the floor 3).
+(``contenders.STATE_TRAFFIC``: the floor 3).
 Run ``python -m benchmarks.step_cost``.
 """
 
