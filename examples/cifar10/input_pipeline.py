@@ -146,11 +146,8 @@ def locate(config: default.Config) -> Path:
 
 
 def load(config: default.Config, log: Callable[[str], None] | None = None) -> dict[str, Split]:
-  """The splits of ``config``: ``train``, ``val`` (with a validation fraction) and ``test``.
-
-  ``train_size`` / ``test_size`` keep the first images; the validation split is a random
-  subset of the training images drawn from ``config.seed``.
-  """
+  """The splits ``train``, ``val`` (with a validation fraction: a random subset of the training
+  images drawn from ``config.seed``) and ``test``, cut to ``train_size`` / ``test_size``."""
   train, test = read(locate(config))
   train, test = train.take(slice(config.train_size)), test.take(slice(config.test_size))
   splits = {"train": train, "test": test}

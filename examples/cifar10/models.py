@@ -1,9 +1,6 @@
-"""Flax NNX models for CIFAR-10: ``cnn`` (the default) and ``resnet``, by name.
-
-Both take normalized ``(B, 32, 32, 3)`` images and return ``(B, 10)`` logits;
-``train=True`` uses and updates BatchNorm's batch statistics, ``False`` its running
-averages.
-"""
+"""Flax NNX models for CIFAR-10, ``cnn`` (the default) and ``resnet``: normalized ``(B, 32, 32, 3)``
+images to ``(B, 10)`` logits; ``train=True`` uses BatchNorm's batch statistics (and updates
+the running averages that ``train=False`` uses)."""
 
 from __future__ import annotations
 

@@ -130,22 +130,27 @@ def create_schedule(config: default.Config, steps_per_epoch: int) -> optax.Scala
 
 def create_optimizer(config: default.Config, steps_per_epoch: int = 1
                      ) -> optax.GradientTransformation:
-  """The optax transformation of ``config.optimizer`` with the config's hyperparameters.
-
-  Raises:
-    ValueError: an unknown name or schedule, or a value the library rejects.
-  """
+  """The optax transformation of ``config.optimizer`` with the config's hyperparameters (the
+  same object for the same ones: runs differing in seed share the compiled steps). Raises
+  ValueError for an unknown name or schedule, or a value the library rejects."""
   optimizer = get(config.optimizer)
   lr = learning_rate(config)
   if not lr > 0:  # optax does not check its own optimizers' learning rates.
     raise ValueError(f"learning_rate must be > 0, got {lr}")
   settings = {name: getattr(config, name) for name in optimizer.reads
               if getattr(config, name) is not None}
+  key = repr((config.optimizer, lr, settings, config.optimizer_kwargs, config.schedule,
+              config.warmup_epochs, config.epochs, steps_per_epoch))
   try:
-    return (optimizer.build or optimizer.source)(
-        create_schedule(config, steps_per_epoch), **settings, **config.optimizer_kwargs)
+    if key not in _BUILT:
+      _BUILT[key] = (optimizer.build or optimizer.source)(
+          create_schedule(config, steps_per_epoch), **settings, **config.optimizer_kwargs)
   except TypeError as e:  # An optimizer_kwargs entry the function does not take.
     raise ValueError(f"{config.optimizer}: {e}") from e
+  return _BUILT[key]
+
+
+_BUILT: dict[str, optax.GradientTransformation] = {}
 
 
 def check_settings(configs: Sequence[default.Config]) -> None:

@@ -32,6 +32,7 @@ def _trials(config, workdir, name):
   return optuna.load_study(study_name=f"cifar10-{name}", storage=storage).get_trials()
 
 
+@pytest.mark.filterwarnings("ignore:Target and region quantiles")  # Importances of 2 trials.
 def test_a_killed_workers_trial_is_retried_and_the_study_completes(data_dir, tmp_path):
   config = _config(data_dir)
   said: list[str] = []
