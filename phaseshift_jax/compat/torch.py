@@ -254,6 +254,10 @@ def _adam(lr, betas, eps, weight_decay, amsgrad, maximize, decoupled):
   b1, b2 = betas
   check_unit_interval("betas[0]", b1)
   check_unit_interval("betas[1]", b2)
+  # Concrete betas step as Python floats: the elements of a float32 array would promote the
+  # moments (and updates) of bfloat16 params to float32. Traced ones (under inject_hyperparams,
+  # which casts them to the params' dtype) stay as they are.
+  b1, b2 = (b if concrete_scalar("betas", b) is None else float(b) for b in (b1, b2))
   if amsgrad:
     core = scale_by_torch_amsgrad(b1, b2, eps)
   else:
