@@ -15,6 +15,10 @@ Every float hyperparameter can be injected with ``optax.inject_hyperparams``: th
 same whatever the values (``wd=0`` makes the decay an exact identity for finite parameters), so
 the state's structure does not depend on them, and ``update`` needs ``params``. Concrete bad
 values raise ``ValueError`` naming the argument; traced ones are not checked.
+
+Complex parameters: ``sgd`` steps them as the pair of their real and imaginary parts (torch's
+rule); ``adam`` and ``adam_with_annealing``, whose squared gradients would not be squared per
+part, refuse them at ``init`` with a ``TypeError``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from phaseshift_jax.compat._common import (
     check_non_negative,
     check_positive_int,
     check_unit_interval,
+    real_only,
 )
 
 __all__ = ["sgd", "adam", "adam_with_annealing"]
@@ -97,7 +102,8 @@ def adam(
     The "Adam with annealing" post, ``Adam``.
   """
   _check(lr, wd, beta1, beta2, eps)
-  return optax.adamw(lr, b1=beta1, b2=beta2, eps=0.0, eps_root=eps, weight_decay=wd)
+  return real_only(optax.adamw(lr, b1=beta1, b2=beta2, eps=0.0, eps_root=eps, weight_decay=wd),
+                   "compat.miniai.adam")
 
 
 def adam_with_annealing(
@@ -152,9 +158,9 @@ def adam_with_annealing(
     factor = jnp.power(anneal_rate, jnp.floor(count / anneal_every))
     return jnp.where(count <= 0, 1.0, factor)
 
-  return optax.chain(
+  return real_only(optax.chain(
       optax.scale_by_adam(b1=beta1, b2=beta2, eps=eps),
       optax.scale_by_schedule(on_float_count(anneal)),
       optax.add_decayed_weights(wd),
       optax.scale_by_learning_rate(lr),
-  )
+  ), "compat.miniai.adam_with_annealing")

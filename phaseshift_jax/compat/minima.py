@@ -17,13 +17,17 @@ same whatever the values (``wd=0`` and ``momentum=0`` make their pieces exact id
 finite values), so the state's structure does not depend on them, and ``update`` needs
 ``params``. Concrete bad values raise ``ValueError`` naming the argument; traced ones are not
 checked.
+
+Complex parameters: ``sgd`` steps them as the pair of their real and imaginary parts (torch's
+rule); ``adagrad``, ``rmsprop`` and ``adam``, whose squared gradients would not be squared per
+part, refuse them at ``init`` with a ``TypeError``.
 """
 
 from __future__ import annotations
 
 import optax
 
-from phaseshift_jax.compat._common import check_non_negative, check_unit_interval
+from phaseshift_jax.compat._common import check_non_negative, check_unit_interval, real_only
 
 __all__ = ["sgd", "adagrad", "rmsprop", "adam"]
 
@@ -99,11 +103,11 @@ def adagrad(
     minima's ``optim`` documentation, ``AdaGrad``.
   """
   _check(lr, wd, eps)
-  return optax.chain(
+  return real_only(optax.chain(
       optax.scale_by_rss(initial_accumulator_value=0.0, eps=eps),
       optax.add_decayed_weights(wd),
       optax.scale_by_learning_rate(lr),
-  )
+  ), "compat.minima.adagrad")
 
 
 def rmsprop(
@@ -133,11 +137,11 @@ def rmsprop(
   """
   _check(lr, wd, eps)
   check_unit_interval("rho", rho)
-  return optax.chain(
+  return real_only(optax.chain(
       optax.scale_by_rms(decay=rho, eps=eps, initial_scale=0.0, eps_in_sqrt=True),
       optax.add_decayed_weights(wd),
       optax.scale_by_learning_rate(lr),
-  )
+  ), "compat.minima.rmsprop")
 
 
 def adam(
@@ -183,4 +187,5 @@ def adam(
   _check(lr, weight_decay, eps)
   check_unit_interval("beta1", beta1)
   check_unit_interval("beta2", beta2)
-  return optax.adamw(lr, b1=beta1, b2=beta2, eps=eps, weight_decay=weight_decay)
+  return real_only(optax.adamw(lr, b1=beta1, b2=beta2, eps=eps, weight_decay=weight_decay),
+                   "compat.minima.adam")

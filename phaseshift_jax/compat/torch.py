@@ -19,6 +19,11 @@ finite parameters and gradients). The state therefore has the same structure for
 ``maximize`` only), and holds a few pieces torch does not keep for a zero value; each docstring
 says which. Concrete bad values raise ``ValueError`` naming the argument; traced ones are not
 checked. ``update`` needs ``params`` (the weight-decay piece reads them even for a zero decay).
+
+Complex parameters: ``sgd`` steps them as torch does (its rule is linear, so a complex parameter
+steps as the pair of its real and imaginary parts); ``adagrad``, ``rmsprop``, ``adam`` and ``adamw``
+refuse them at ``init`` with a ``TypeError``, since torch squares the two parts separately where
+optax's accumulators and moments would not (``_common.real_only``).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from phaseshift_jax.compat._common import (
     check_non_negative,
     check_unit_interval,
     concrete_scalar,
+    real_only,
 )
 from phaseshift_jax.compat._torch_transforms import scale_by_torch_adagrad, scale_by_torch_amsgrad
 
@@ -175,12 +181,12 @@ def adagrad(
   base = lr if callable(lr) else optax.constant_schedule(lr)
   decay = schedules.on_float_count(lambda count: 1.0 / (1 + lr_decay * count))
   rate = lambda count: base(count) * decay(count)  # noqa: E731
-  return chain(
+  return real_only(chain(
       _negate_if(maximize),
       optax.add_decayed_weights(weight_decay),
       scale_by_torch_adagrad(initial_accumulator_value, eps),
       optax.scale_by_learning_rate(rate),
-  )
+  ), "compat.torch.adagrad")
 
 
 def rmsprop(
@@ -232,13 +238,13 @@ def rmsprop(
   check_unit_interval("alpha", alpha)
   check_non_negative("momentum", momentum)
   scale = optax.scale_by_stddev if centered else optax.scale_by_rms
-  return chain(
+  return real_only(chain(
       _negate_if(maximize),
       optax.add_decayed_weights(weight_decay),
       scale(decay=alpha, eps=eps, initial_scale=0.0, eps_in_sqrt=False),
       optax.trace(decay=momentum),
       optax.scale_by_learning_rate(lr),
-  )
+  ), "compat.torch.rmsprop")
 
 
 def _adam(lr, betas, eps, weight_decay, amsgrad, maximize, decoupled):
@@ -248,18 +254,22 @@ def _adam(lr, betas, eps, weight_decay, amsgrad, maximize, decoupled):
   b1, b2 = betas
   check_unit_interval("betas[0]", b1)
   check_unit_interval("betas[1]", b2)
+  # Concrete betas step as Python floats: the elements of a float32 array would promote the
+  # moments (and updates) of bfloat16 params to float32. Traced ones (under inject_hyperparams,
+  # which casts them to the params' dtype) stay as they are.
+  b1, b2 = (b if concrete_scalar("betas", b) is None else float(b) for b in (b1, b2))
   if amsgrad:
     core = scale_by_torch_amsgrad(b1, b2, eps)
   else:
     core = optax.scale_by_adam(b1, b2, eps)
   decay = optax.add_decayed_weights(weight_decay)
-  return chain(
+  return real_only(chain(
       _negate_if(maximize),
       None if decoupled else decay,
       core,
       decay if decoupled else None,
       optax.scale_by_learning_rate(lr),
-  )
+  ), "compat.torch.adamw" if decoupled else "compat.torch.adam")
 
 
 def adam(
