@@ -1,9 +1,8 @@
 """Benchmarks of the PhaseShift step against optax, torch and the memory-bandwidth limit.
 
-Run one part with ``python -m benchmarks.<part>`` (``step_cost``, ``compile_time``,
-``memory``, ``end_to_end``, ``bandwidth``, ``side_by_side``) or everything but
-``side_by_side`` (it needs the CIFAR-10 data) with ``python -m
-benchmarks.run_all``; see ``benchmarks/README.md``.
+Run one part with ``python -m benchmarks.<part>`` (``step_cost``, ``cpu_measures``,
+``compile_time``, ``memory``, ``end_to_end``, ``bandwidth``, ``side_by_side``) or the
+first ones together with ``python -m benchmarks.run_all``; see ``benchmarks/README.md``.
 """
 
 import os

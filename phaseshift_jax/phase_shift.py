@@ -7,13 +7,10 @@ One step, with ``g`` the gradients and ``h`` the previous step's gradients:
 3. the kick ``sign(g_k) * clip(threshold, -shift_boundary, shift_boundary)`` added to
    the update of leaf ``k`` (or of its one element with the largest change);
 4. the new history ``h <- g``.
-
-The semantics are written out in ``docs/phase-shift.md`` in the repository.
 """
 
 from __future__ import annotations
 
-import numbers
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -21,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from phaseshift_jax import _checks
 from phaseshift_jax import _reductions
 from phaseshift_jax import _xla_cpu
 
@@ -64,33 +62,12 @@ def _is_none(x: Any) -> bool:
   return x is None
 
 
-def _check_hyperparameter(name: str, value: Any, *, non_negative: bool) -> None:
-  """Raises for a bad concrete scalar; tracers, schedules and batches pass."""
-  if isinstance(value, jax.core.Tracer) or callable(value):
-    return
-  if isinstance(value, (str, bytes)) or not (
-      isinstance(value, numbers.Number) or hasattr(value, "dtype")):
-    raise TypeError(f"{name} must be a number, got {value!r}")
-  array = np.asarray(value)
-  if array.shape != ():
-    return  # a batch of values (e.g. one per vmapped trial)
-  if np.isnan(array):
-    raise ValueError(f"{name} must not be NaN")
-  if non_negative and array < 0:
-    raise ValueError(f"{name} must be >= 0, got {value}")
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-  if value not in choices:
-    raise ValueError(f"{name} must be one of {choices}, got {value!r}")
-
-
 def _validate(threshold, shift_boundary, min_gradient_magnitude, selection, granularity):
-  _check_hyperparameter("threshold", threshold, non_negative=False)
-  _check_hyperparameter("shift_boundary", shift_boundary, non_negative=True)
-  _check_hyperparameter("min_gradient_magnitude", min_gradient_magnitude, non_negative=True)
-  _check_choice("selection", selection, SELECTIONS)
-  _check_choice("granularity", granularity, GRANULARITIES)
+  _checks.check_not_nan("threshold", threshold)
+  _checks.check_non_negative("shift_boundary", shift_boundary)
+  _checks.check_non_negative("min_gradient_magnitude", min_gradient_magnitude)
+  _checks.check_choice("selection", selection, SELECTIONS)
+  _checks.check_choice("granularity", granularity, GRANULARITIES)
 
 
 def _init_state(params: optax.Params) -> PhaseShiftState:
@@ -135,7 +112,7 @@ def select_leaf(changes: jax.Array, min_gradient_magnitude: jax.typing.ArrayLike
     ``(index, change)``: the picked leaf (``int32``, ``-1`` for none) and its
     change (0 for none), in ``changes.dtype``.
   """
-  _check_choice("selection", selection, SELECTIONS)
+  _checks.check_choice("selection", selection, SELECTIONS)
   n = changes.shape[0]
   if n == 0:
     return jnp.asarray(-1, jnp.int32), jnp.zeros((), changes.dtype)
@@ -260,14 +237,12 @@ def phase_shift(
   ``granularity="element"`` kicks only the first element of leaf :math:`k` with
   the largest :math:`|g - h|`. A NaN change is never picked.
 
-  Differences from the torch original, by design: it updates the parameters in
-  place (``p -= lr*g``, then ``p += kick``); this returns the update
-  ``-lr*g + kick`` for ``optax.apply_updates``, which may round the kicked
-  elements differently in the last bit (also between ``jax.jit`` and eager
-  mode, where XLA may fuse the multiply and the add). The original returns the
-  per-leaf changes from ``step()``; this keeps the kicked leaf and its change in
-  the state. The original's constructor also takes the loss-term parameters and
-  never uses them; see :func:`phaseshift_jax.phase_shift_loss`.
+  Differences from the torch original, by design: it updates in place
+  (``p -= lr*g``, then ``p += kick``), this returns ``-lr*g + kick``, so a kicked
+  element may differ in its last bit (also between ``jax.jit``, where XLA may
+  fuse the multiply-add, and eager mode); its ``step()`` returns the changes,
+  this keeps the kicked leaf and its change in the state; its constructor takes
+  loss-term parameters it never uses (see :func:`phaseshift_jax.phase_shift_loss`).
 
   Leaves whose gradient is ``None`` get a ``None`` update, keep their history
   and are never picked. Complex parameters are refused at ``init``.
@@ -301,8 +276,7 @@ def phase_shift(
   References:
     Walter, "Phase Shift Optimizer" (blog post with the torch ``PhaseShiftOptimizer``).
   """
-  if not callable(learning_rate):
-    _check_hyperparameter("learning_rate", learning_rate, non_negative=True)
+  _checks.check_non_negative("learning_rate", learning_rate)
   _validate(threshold, shift_boundary, min_gradient_magnitude, selection, granularity)
 
   def update_fn(updates, state, params=None, **extra_args):
