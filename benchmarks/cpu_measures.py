@@ -5,6 +5,7 @@ On the step-cost trees, interleaved in one process, this times the PhaseShift st
 builds it and with each measure replaced by the identity:
 
 * ``without fold_in_half``: each leaf's change reduced without the fold;
+* ``without in_rows``: a large leaf reduced to its change in one pass, not in rows;
 * ``without written_after``: the new history not ordered after the changes;
 * ``plain``: neither.
 
@@ -32,10 +33,13 @@ from benchmarks import timing
 from benchmarks import trees
 from phaseshift_jax import _xla_cpu
 
-MEASURES = ("fold_in_half", "written_after")
+MEASURES = ("fold_in_half", "in_rows", "written_after")
+IDENTITY = {"fold_in_half": lambda x: x, "in_rows": lambda x: None,
+            "written_after": lambda x, _: x}
 VARIANTS: dict[str, tuple[str, ...]] = {
     "phase_shift": (),
     "without fold_in_half": ("fold_in_half",),
+    "without in_rows": ("in_rows",),
     "without written_after": ("written_after",),
     "plain": MEASURES,
 }
@@ -43,11 +47,11 @@ VARIANTS: dict[str, tuple[str, ...]] = {
 
 @contextlib.contextmanager
 def switched_off(measures: tuple[str, ...]) -> Iterator[None]:
-  """Within the block, the named helpers of ``_xla_cpu`` return their input as it is."""
+  """Within the block, the named helpers of ``_xla_cpu`` do nothing (as off the CPU)."""
   saved = {name: getattr(_xla_cpu, name) for name in measures}
   try:
     for name in measures:
-      setattr(_xla_cpu, name, lambda x, *_: x)
+      setattr(_xla_cpu, name, IDENTITY[name])
     yield
   finally:
     for name, fn in saved.items():

@@ -13,11 +13,12 @@ import jax
 import jax.numpy as jnp
 
 
-def nan_max(x: jax.Array) -> jax.Array:
-  """The maximum of an array of values >= 0, NaN if any element is NaN; 0 if empty."""
+def nan_max(x: jax.Array, axes: tuple[int, ...] | None = None) -> jax.Array:
+  """The maximum over ``axes`` (all) of values >= 0, NaN where any is NaN; 0 if empty."""
   largest, any_nan = jax.lax.reduce(
       (x, jnp.isnan(x)), (jnp.zeros((), x.dtype), jnp.asarray(False)),
-      lambda a, b: (jnp.maximum(a[0], b[0]), a[1] | b[1]), tuple(range(x.ndim)))
+      lambda a, b: (jnp.maximum(a[0], b[0]), a[1] | b[1]),
+      tuple(range(x.ndim)) if axes is None else axes)
   return jnp.where(any_nan, jnp.asarray(jnp.nan, x.dtype), largest)
 
 

@@ -130,6 +130,15 @@ def select_leaf(changes: jax.Array, min_gradient_magnitude: jax.typing.ArrayLike
   return index, jnp.where(picked, best, 0).astype(changes.dtype)
 
 
+def _leaf_change(diff: jax.Array) -> jax.Array:
+  """``max |g - h|`` of one leaf from ``diff = |g - h|``; NaN if any element is NaN."""
+  diff = _xla_cpu.fold_in_half(diff)  # fold and rows: speed on XLA:CPU, the same maximum
+  rows = _xla_cpu.in_rows(diff)
+  if rows is not None:
+    return _reductions.nan_max(_reductions.nan_max(rows, axes=(1,)))
+  return _reductions.nan_max(diff)
+
+
 def _kick_step(grads, state, threshold, shift_boundary, min_gradient_magnitude,
                selection, granularity, name):
   """The kick of every leaf and the next state.
@@ -159,8 +168,7 @@ def _kick_step(grads, state, threshold, shift_boundary, min_gradient_magnitude,
 
   dtype = state.shift_change.dtype
   diffs = [jnp.abs(grad_leaves[p] - prev_leaves[p]) for p in live]
-  changes = jnp.stack([  # the fold is a speed measure for XLA:CPU; the maximum is the same
-      _reductions.nan_max(_xla_cpu.fold_in_half(d)).astype(dtype) for d in diffs]) if live else (
+  changes = jnp.stack([_leaf_change(d).astype(dtype) for d in diffs]) if live else (
       jnp.zeros((0,), dtype))
   picked, change = select_leaf(changes, min_gradient_magnitude, selection)
   safe = jnp.maximum(picked, 0)

@@ -684,9 +684,7 @@ def test_complex_parameters(config):
   so on complex params it needs ``hyperparam_dtype=jnp.float32``; without it a ``TypeError``
   says so."""
   complex_params = {"w": jnp.asarray(COMPLEX)}
-  # PhaseShift takes complex hyperparameters and then refuses the params.
-  with pytest.raises(TypeError, match="complex parameters" if config.is_phase_shift
-                     else "pass hyperparam_dtype=jnp.float32"):
+  with pytest.raises(TypeError, match="pass hyperparam_dtype=jnp.float32"):
     config.inject().init(complex_params)
   tx, injected = config.make(), config.inject(hyperparam_dtype=jnp.float32)
   if not config.complex_supported:
