@@ -1,4 +1,4 @@
-"""Whole-array reductions that PhaseShift needs, exact on every backend and sharding.
+"""Reductions that PhaseShift needs, exact on every backend and sharding.
 
 ``nan_max``: XLA:CPU vectorizes ``jnp.max`` with instructions that drop NaN (under
 ``jax.jit``, the max of 5,000 values with one NaN is the largest number), so NaN is
@@ -50,3 +50,25 @@ def flat_argmax(x: jax.Array) -> jax.Array:
   _, index = jax.lax.reduce((x, flat_index(x)), (lowest, jnp.asarray(jnp.iinfo(jnp.int32).max, jnp.int32)),
                             first_of_larger, tuple(range(x.ndim)))
   return index
+
+
+_UNSTACK_CHUNK = 32  # outputs per reduction: XLA compiles very wide ones slowly
+
+
+def unstack(vector: jax.Array) -> list[jax.Array]:
+  """Buys compile time: the elements of a vector as scalars that no kernel slices out itself.
+
+  With ``vector[i]`` (or a comparison with a constant ``i``) in the update of leaf
+  ``i``, every leaf's update would be a kernel of its own; as the outputs of a
+  few variadic reductions (each the maximum of ``[vector[i], lowest]``), they are
+  plain arguments, and leaves of one shape share one compiled update kernel.
+  """
+  lowest = (jnp.zeros((), vector.dtype) if vector.dtype == jnp.bool_
+            else jnp.asarray(jnp.iinfo(vector.dtype).min, vector.dtype))
+  pairs = jnp.stack([vector, jnp.full_like(vector, lowest)])  # column i: [vector[i], lowest]
+  scalars: list[jax.Array] = []
+  for start in range(0, vector.shape[0], _UNSTACK_CHUNK):
+    columns = [pairs[:, i] for i in range(start, min(vector.shape[0], start + _UNSTACK_CHUNK))]
+    scalars += jax.lax.reduce(columns, [lowest] * len(columns),
+                              lambda a, b: [jnp.maximum(x, y) for x, y in zip(a, b)], (0,))
+  return scalars

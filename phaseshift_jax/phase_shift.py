@@ -176,7 +176,7 @@ def _kick_step(grads, state, threshold, shift_boundary, min_gradient_magnitude,
   shifted_leaf = jnp.where(picked >= 0, shifted_leaf, -1)
   shifted_element = jnp.asarray(-1, jnp.int32)
 
-  hits = [picked == j for j in range(len(live))]
+  hits = _reductions.unstack(jnp.arange(len(live)) == picked) if live else []
   # Always 0, but known only once every change is (and, in element mode, the
   # kicked element): the new history is written after the old one was read.
   after_reads = [(change < 0).astype(jnp.int32)] * len(live)
