@@ -218,3 +218,14 @@ def test_sharded_params_match_unsharded_on_four_host_devices():
                         timeout=300)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "sharded ok" in proc.stdout
+
+
+def test_state_round_trips_through_flax_serialization_without_registration():
+  serialization = pytest.importorskip("flax.serialization",
+                                      reason="flax is the examples extra")
+  tx = ps.with_phase_shift(optax.adam(0.1), **HYPER)
+  params = tree()
+  _, state, _ = steps(tx, params, [grads_like(params, s) for s in (0.1, 0.7)])
+  restored = serialization.from_bytes(tx.init(params), serialization.to_bytes(state))
+  chex.assert_trees_all_equal(restored, state)
+  chex.assert_trees_all_equal_structs(restored, state)
