@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from phaseshift_jax import _checks
+
 
 __all__ = [
     "time_based_decay",
@@ -80,8 +82,7 @@ def time_based_decay(
   :math:`N` = ``decay_steps``. This is torch's ``LambdaLR(opt, lambda t: 1 / (1 + k * t))`` and
   the ``lr_decay`` of ``torch.optim.Adagrad`` (for ``N = 1``); optax has no such schedule.
   """
-  if not decay_rate >= 0:
-    raise ValueError(f"decay_rate must be >= 0, got {decay_rate!r}")
+  _checks.check_non_negative("decay_rate", decay_rate)  # concrete values only: it may be traced
   _check_steps("decay_steps", decay_steps)
 
   def schedule(count):

@@ -179,7 +179,7 @@ def adagrad(
   ]:
     check_non_negative(name, value)
   base = lr if callable(lr) else optax.constant_schedule(lr)
-  decay = schedules.on_float_count(lambda count: 1.0 / (1 + lr_decay * count))
+  decay = schedules.time_based_decay(1.0, lr_decay)
   rate = lambda count: base(count) * decay(count)  # noqa: E731
   return real_only(chain(
       _negate_if(maximize),
