@@ -1,6 +1,6 @@
 """Optimizers that reproduce other code bases exactly, as optax transformations.
 
-* :mod:`phaseshift_jax.compat.torch`: ``torch.optim`` (SGD, Adagrad, RMSprop, Adam, AdamW).
+* :mod:`phaseshift_jax.compat.torch`: ``torch.optim`` (one private module per optimizer).
 * :mod:`phaseshift_jax.compat.minima`: the ``minima`` library's ``optim`` module.
 * :mod:`phaseshift_jax.compat.miniai`: the miniai-style optimizers of the "Adam with annealing"
   post.

@@ -6,11 +6,9 @@ not be torch's (see its docstring).
 
 from __future__ import annotations
 
-from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from phaseshift_jax._checks import (  # noqa: F401  (re-exported for the families)

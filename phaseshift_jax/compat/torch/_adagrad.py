@@ -1,0 +1,69 @@
+"""``torch.optim.Adagrad``."""
+
+from __future__ import annotations
+
+import optax
+
+from phaseshift_jax import schedules
+from phaseshift_jax.compat._common import chain, check_non_negative, real_only
+from phaseshift_jax.compat.torch._shared import _negate_if
+from phaseshift_jax.compat.torch._transforms import scale_by_torch_adagrad
+
+
+def adagrad(
+    lr: optax.ScalarOrSchedule = 1e-2,
+    lr_decay: float = 0.0,
+    weight_decay: float = 0.0,
+    initial_accumulator_value: float = 0.0,
+    eps: float = 1e-10,
+    *,
+    maximize: bool = False,
+) -> optax.GradientTransformationExtraArgs:
+  r"""``torch.optim.Adagrad``.
+
+  .. math::
+      d_t = \pm g_t + \lambda\theta_{t-1}, \quad
+      G_t = G_{t-1} + d_t^2, \quad G_0 = \text{initial\_accumulator\_value},
+
+  .. math::
+      \theta_t = \theta_{t-1} - \frac{\alpha}{1 + (t-1)\,\kappa}\,
+                 \frac{d_t}{\sqrt{G_t} + \epsilon}
+
+  with :math:`\kappa` = ``lr_decay`` (the rule of
+  :func:`phaseshift_jax.schedules.time_based_decay`). The preconditioner is
+  :func:`scale_by_torch_adagrad`, custom because ``optax.scale_by_rss`` puts :math:`\epsilon`
+  inside the root. Differs from ``optax.adagrad`` in that placement, in the accumulator's start
+  (optax: 0.1), ``eps`` (optax: 1e-7), ``lr_decay`` and L2 decay.
+
+  The rate is always the schedule :math:`\alpha_t / (1 + (t-1)\kappa)` (exactly
+  :math:`\alpha_t` for :math:`\kappa = 0`), so the state holds its step count
+  (``ScaleByScheduleState``) for every ``lr`` and ``lr_decay``.
+
+  Args:
+    lr: learning rate :math:`\alpha` (float or schedule), >= 0.
+    lr_decay: :math:`\kappa`, >= 0.
+    weight_decay: L2 coefficient :math:`\lambda`, >= 0.
+    initial_accumulator_value: :math:`G_0`, >= 0.
+    eps: :math:`\epsilon`, >= 0, added outside the root.
+    maximize: ascend instead of descend (static).
+
+  References:
+    ``torch.optim.Adagrad``, https://pytorch.org/docs/stable/generated/torch.optim.Adagrad.html
+  """
+  for name, value in [
+      ("lr", lr),
+      ("lr_decay", lr_decay),
+      ("weight_decay", weight_decay),
+      ("initial_accumulator_value", initial_accumulator_value),
+      ("eps", eps),
+  ]:
+    check_non_negative(name, value)
+  base = lr if callable(lr) else optax.constant_schedule(lr)
+  decay = schedules.time_based_decay(1.0, lr_decay)
+  rate = lambda count: base(count) * decay(count)  # noqa: E731
+  return real_only(chain(
+      _negate_if(maximize),
+      optax.add_decayed_weights(weight_decay),
+      scale_by_torch_adagrad(initial_accumulator_value, eps),
+      optax.scale_by_learning_rate(rate),
+  ), "compat.torch.adagrad")
