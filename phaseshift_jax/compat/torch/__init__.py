@@ -26,6 +26,7 @@ refuse them at ``init`` with a ``TypeError``, since torch squares the two parts 
 optax's accumulators and moments would not (``_common.real_only``).
 """
 
+from phaseshift_jax.compat.torch._adafactor import adafactor
 from phaseshift_jax.compat.torch._adagrad import adagrad
 from phaseshift_jax.compat.torch._adam import adam, adamw
 from phaseshift_jax.compat.torch._rmsprop import rmsprop
@@ -38,6 +39,7 @@ __all__ = [
     "rmsprop",
     "adam",
     "adamw",
+    "adafactor",
     "scale_by_torch_adagrad",
     "scale_by_torch_amsgrad",
 ]
