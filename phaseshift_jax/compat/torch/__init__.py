@@ -29,6 +29,7 @@ optax's accumulators and moments would not (``_common.real_only``).
 from phaseshift_jax.compat.torch._adafactor import adafactor
 from phaseshift_jax.compat.torch._adagrad import adagrad
 from phaseshift_jax.compat.torch._adam import adam, adamw
+from phaseshift_jax.compat.torch._muon import muon
 from phaseshift_jax.compat.torch._rmsprop import rmsprop
 from phaseshift_jax.compat.torch._sgd import sgd
 from phaseshift_jax.compat.torch._transforms import scale_by_torch_adagrad, scale_by_torch_amsgrad
@@ -40,6 +41,7 @@ __all__ = [
     "adam",
     "adamw",
     "adafactor",
+    "muon",
     "scale_by_torch_adagrad",
     "scale_by_torch_amsgrad",
 ]
