@@ -29,6 +29,7 @@ optax's accumulators and moments would not (``_common.real_only``).
 from phaseshift_jax.compat.torch._adafactor import adafactor
 from phaseshift_jax.compat.torch._adagrad import adagrad
 from phaseshift_jax.compat.torch._adam import adam, adamw
+from phaseshift_jax.compat.torch._lbfgs import lbfgs, lbfgs_step
 from phaseshift_jax.compat.torch._muon import muon
 from phaseshift_jax.compat.torch._rmsprop import rmsprop
 from phaseshift_jax.compat.torch._sgd import sgd
@@ -42,6 +43,8 @@ __all__ = [
     "adamw",
     "adafactor",
     "muon",
+    "lbfgs",
+    "lbfgs_step",
     "scale_by_torch_adagrad",
     "scale_by_torch_amsgrad",
 ]
