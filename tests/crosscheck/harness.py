@@ -314,11 +314,18 @@ def _torch_run(make_torch_optimizer, *, model, steps, dtype, seed, closure, ulp_
 
 
 def torch_sensitivity(make_torch_optimizer, *, model="mlp", steps=100, dtype="float64", seed=0,
-                      closure=False) -> float:
-  """Max abs difference between torch's run and torch's run from initial weights one ulp up."""
-  runs = [_torch_run(make_torch_optimizer, model=model, steps=steps, dtype=dtype, seed=seed,
-                     closure=closure, ulp_shift=shift)[1] for shift in (False, True)]
-  return max_abs_diff(*runs)
+                      closure=False, baseline=None) -> float:
+  """Max abs difference between torch's run and torch's run from initial weights one ulp up.
+
+  ``baseline``: torch's final params of the unshifted run if already known (e.g. a
+  :class:`CrossCheckResult`'s ``torch_params``), which saves running it again.
+  """
+  if baseline is None:
+    baseline = _torch_run(make_torch_optimizer, model=model, steps=steps, dtype=dtype, seed=seed,
+                          closure=closure)[1]
+  shifted = _torch_run(make_torch_optimizer, model=model, steps=steps, dtype=dtype, seed=seed,
+                       closure=closure, ulp_shift=True)[1]
+  return max_abs_diff(baseline, shifted)
 
 
 def run_closure_crosscheck(
