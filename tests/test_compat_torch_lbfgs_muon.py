@@ -192,8 +192,8 @@ def quadratic(params):
 
 
 def test_lbfgs_calling_conventions():
-  """``update`` needs ``value``, and ``value_and_grad_fn`` where torch calls the closure again;
-  with ``max_iter=1`` and no line search it is a plain update; ``lbfgs_step`` jits and
+  """``update`` needs ``value`` and ``value_and_grad_fn`` where torch calls the closure again;
+  with ``max_iter=1`` and no line search it is a plain update (no value); ``lbfgs_step`` jits and
   converges."""
   params = {"w": jnp.zeros(3), "v": jnp.ones(2)}
   fn = jax.value_and_grad(quadratic)
@@ -204,7 +204,7 @@ def test_lbfgs_calling_conventions():
   with pytest.raises(ValueError, match="value_and_grad_fn="):
     tx.update(grads, tx.init(params), params, value=value)
   single = ours.lbfgs(lr=0.1, max_iter=1)
-  updates, _ = single.update(grads, single.init(params), params, value=value)
+  updates, _ = single.update(grads, single.init(params), params)
   # torch's first step: -min(1, 1/|g|_1) * lr * g
   scale = min(1.0, 1.0 / float(sum(jnp.sum(jnp.abs(g)) for g in jax.tree.leaves(grads))))
   for u, g in zip(jax.tree.leaves(updates), jax.tree.leaves(grads)):

@@ -247,10 +247,11 @@ def lbfgs(
 
   The history is a ring of ``history_size`` params-shaped trees for each of :math:`y` and
   :math:`s`, as torch keeps up to ``history_size`` of them; dot products are per leaf, summed
-  (torch's are over the concatenated vector: equal to rounding). ``update`` refuses to run
-  without ``value_and_grad_fn`` only where torch would call the closure again (``max_iter > 1``
-  or a line search); with ``max_iter=1`` and no line search it is a plain first-order update
-  that needs ``value`` only.
+  (torch's are over the concatenated vector: equal to rounding). ``update`` needs ``value``
+  and ``value_and_grad_fn`` where torch calls the closure again (``max_iter > 1`` or a line
+  search, also when ``max_iter`` is traced); with ``max_iter=1`` and no line search it is a
+  plain ``update(grads, state, params)`` (one L-BFGS iteration per update, torch's loss is not
+  read), which optax's wrappers can drive.
 
   Differs from ``optax.lbfgs``: optax's ``update`` is one iteration (one direction, one
   line search by ``optax.scale_by_zoom_linesearch``), with the scale of the initial Hessian from
@@ -307,12 +308,11 @@ def lbfgs(
     del extra_args
     if params is None:
       raise ValueError(optax.NO_PARAMS_MSG)
-    if value is None:
-      raise ValueError("compat.torch.lbfgs: update needs value= (the loss at params)")
-    if needs_fn and value_and_grad_fn is None:
+    if needs_fn and (value is None or value_and_grad_fn is None):
       raise ValueError(
-          "compat.torch.lbfgs: update needs value_and_grad_fn= (params -> (loss, grads)) for "
-          "the evaluations inside a step (max_iter > 1 or a line search); see lbfgs_step")
+          "compat.torch.lbfgs: update needs value= (the loss at params) and value_and_grad_fn= "
+          "(params -> (loss, grads)) for the evaluations inside a step (max_iter > 1 or a line "
+          "search); see lbfgs_step")
     dtype = _scalar_dtype(params)
     rate = jnp.asarray(lr(state.count) if callable(lr) else lr, dtype)
     tol_grad = jnp.asarray(tolerance_grad, dtype)
@@ -324,7 +324,9 @@ def lbfgs(
       loss, grads = value_and_grad_fn(x)
       return jnp.asarray(loss, dtype), grads
 
-    f0 = jnp.asarray(value, dtype)
+    # With one inner iteration and no line search the loss is never read (torch stores it as
+    # prev_loss only): value may be left out, and prev_loss is then 0.
+    f0 = jnp.asarray(0 if value is None else value, dtype)
     g0 = updates
     state = state._replace(func_evals=state.func_evals + 1)
     optimal0 = _max_abs(g0, dtype) <= tol_grad
