@@ -242,3 +242,28 @@ def test_lbfgs_under_inject_hyperparams():
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
       np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
   assert int(sa.func_evals) == int(sb.inner_state.func_evals)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])
+def test_muon_keeps_dtypes_and_state_types_under_jit_and_cond(dtype):
+  """The battery's dtype and ``lax.cond`` checks on matrices (its own trees hold vectors)."""
+  tx = ours.muon(lr=0.02)
+  params = {"w": jnp.ones((4, 3), dtype), "v": jnp.full((2, 5), 0.5, dtype)}
+  grads = jax.tree.map(lambda p: jnp.linspace(-1, 1, p.size, dtype=dtype).reshape(p.shape),
+                       params)
+  traces = []
+
+  @jax.jit
+  def step(params, state, pred):
+    traces.append(1)
+    return jax.lax.cond(pred, lambda: tx.update(grads, state, params), lambda: (params, state))
+
+  state0 = state = tx.init(params)
+  for _ in range(2):
+    updates, state = step(params, state, jnp.asarray(True))
+    assert jax.tree.map(lambda u: u.dtype, updates) == jax.tree.map(lambda p: p.dtype, params)
+    assert jax.tree.map(lambda a: (a.shape, a.dtype), state) == jax.tree.map(
+        lambda a: (a.shape, a.dtype), state0)
+    assert all(bool(jnp.all(jnp.isfinite(u.astype(jnp.float32))))
+               for u in jax.tree.leaves(updates))
+  assert len(traces) == 1

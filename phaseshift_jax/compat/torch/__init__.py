@@ -20,6 +20,10 @@ finite parameters and gradients). The state therefore has the same structure for
 says which. Concrete bad values raise ``ValueError`` naming the argument; traced ones are not
 checked. ``update`` needs ``params`` (the weight-decay piece reads them even for a zero decay).
 
+Also ``adafactor`` (torch's factored second moment and relative step), ``muon`` (torch's
+bfloat16 Newton-Schulz iteration, matrices only) and ``lbfgs``, whose ``update`` is one whole
+torch ``step(closure)`` (``lbfgs_step`` calls it like torch; see its docstring).
+
 Complex parameters: ``sgd`` steps them as torch does (its rule is linear, so a complex parameter
 steps as the pair of its real and imaginary parts); ``adagrad``, ``rmsprop``, ``adam`` and ``adamw``
 refuse them at ``init`` with a ``TypeError``, since torch squares the two parts separately where
