@@ -75,6 +75,12 @@ def test_muon_matches_torch_on_torchs_configs(kwargs):
   assert state_diff(result.torch_optimizer, "momentum_buffer", result.opt_state, "trace") <= limit
 
 
+def test_muon_float32_matches_torch():
+  """float32 too (torch's default input): the same bfloat16 roundings, the same fused step."""
+  result = run_crosscheck(O.Muon, ours.muon(), model="mlp_nobias", steps=STEPS, dtype="float32")
+  assert result.max_abs_param_diff <= 1e-5
+
+
 # The state (row_var / col_var of the matrices, variance of the biases) is compared in
 # test_adafactor_state_is_torchs_for_every_rank: check_case wants one torch key for every leaf.
 ADAFACTOR_CASES = [
