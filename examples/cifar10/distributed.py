@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import socket
 import time
 from collections.abc import Iterable, Sequence
@@ -103,8 +104,9 @@ def initialize(config: default.Config) -> None:
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
   except RuntimeError as e:  # JAX had already started its backend.
     raise DistributedError(f"initialize before any other JAX call ({e})") from e
-  if config.coordinator_address is not None and config.process_id not in (None, 0):
-    wait_for_coordinator(config.coordinator_address, config.initialization_timeout)
+  address = config.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+  if address and config.process_id not in (None, 0):
+    wait_for_coordinator(address, config.initialization_timeout)
   try:
     jax.distributed.initialize(config.coordinator_address, config.num_processes,
                                config.process_id,
