@@ -131,7 +131,7 @@ def _allgather_bytes(data: bytes) -> list[bytes]:
   buffer = np.zeros(max(1, int(lengths.max())), np.uint8)
   buffer[:len(data)] = np.frombuffer(data, np.uint8)
   gathered = np.asarray(multihost_utils.process_allgather(buffer))
-  return [bytes(row[:n]) for row, n in zip(gathered, lengths.ravel())]
+  return [bytes(row[:n]) for row, n in zip(gathered, lengths.ravel(), strict=True)]
 
 
 def allgather_text(text: str) -> list[str]:

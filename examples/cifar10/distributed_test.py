@@ -51,7 +51,7 @@ def _run(tmp: Path, argvs: Sequence[Sequence[str]], timeout: float = 300
   procs, files = [], []
   try:
     for i, argv in enumerate(argvs):
-      out, err = open(tmp / f"{i}.out", "w+"), open(tmp / f"{i}.err", "w+")  # noqa: SIM115
+      out, err = open(tmp / f"{i}.out", "w"), open(tmp / f"{i}.err", "w")  # pylint: disable=R1732
       files += [out, err]
       procs.append(subprocess.Popen(  # pylint: disable=consider-using-with
           [sys.executable, "-m", "examples.cifar10", "train", *map(str, argv)], cwd=REPO,
@@ -90,6 +90,10 @@ def _metrics(workdir: Path) -> list[dict]:
           for line in (workdir / checkpoints.METRICS_FILE).read_text().splitlines()]
 
 
+def _numbers(history: list[dict]) -> list[dict]:
+  return [{k: m[k] for k in (*NUMBERS, "phase_shift")} for m in history]
+
+
 def _one_line(err: str) -> str:
   lines = err.strip().splitlines()
   assert len(lines) == 1 and "Traceback" not in err, err
@@ -109,7 +113,7 @@ def runs(subset, tmp_path_factory):
 
 
 def test_two_processes_end_with_the_metrics_of_one_process_with_as_many_devices(runs):
-  (one, one_dir), (two, two_dir) = runs["one"], runs["two"]
+  (_, one_dir), (two, two_dir) = runs["one"], runs["two"]
   single, multi = _metrics(one_dir), _metrics(two_dir)
   assert [m["epoch"] for m in multi] == [1, 2] == [m["epoch"] for m in single]
   for a, b in zip(single, multi, strict=True):
@@ -134,8 +138,7 @@ def test_a_two_process_run_resumed_from_its_checkpoint_ends_where_the_uninterrup
   resumed = _run(tmp_path / "second", _processes(subset, workdir, "--resume"))
   _ok(resumed)
   assert "resumed" in resumed[0][1] and "after epoch 1" in resumed[0][1]
-  strip = lambda history: [{k: m[k] for k in (*NUMBERS, "phase_shift")} for m in history]
-  assert strip(_metrics(workdir)) == strip(_metrics(uninterrupted))  # Bit for bit.
+  assert _numbers(_metrics(workdir)) == _numbers(_metrics(uninterrupted))  # Bit for bit.
 
 
 def test_processes_given_different_configs_stop_at_once_with_one_line(subset, tmp_path):

@@ -5,9 +5,11 @@ Data parallelism: the batch is sharded over a one-axis mesh (``"data"``) of
 and XLA adds the cross-device reductions. With several processes (``distributed.py``) the
 mesh spans the devices of all of them: every process draws the same order, takes its own
 rows of each global batch and ``jax.make_array_from_process_local_data`` makes the global
-batch of them, so the run computes what one process with as many devices would. Every random number comes from ``config.seed``:
-the initialization, the order of epoch ``e`` (from ``(seed, e)``) and the augmentation of
-step ``t`` (``fold_in(key(seed), t)``), so a run is the same whether interrupted or not.
+batch of them, so the run computes what one process with as many devices would.
+
+Every random number comes from ``config.seed``: the initialization, the order of epoch ``e``
+(from ``(seed, e)``) and the augmentation of step ``t`` (``fold_in(key(seed), t)``), so a run
+is the same whether interrupted or not.
 """
 
 from __future__ import annotations
@@ -148,8 +150,8 @@ def process_rows(mesh: Mesh, batch_size: int) -> slice:
   them with one process)."""
   index = NamedSharding(mesh, PartitionSpec("data")).addressable_devices_indices_map(
       (batch_size,))
-  starts, stops = zip(*(i[0].indices(batch_size)[:2] for i in index.values()))
-  if max(stops) - min(starts) != sum(b - a for a, b in zip(starts, stops)):
+  starts, stops = zip(*(i[0].indices(batch_size)[:2] for i in index.values()), strict=True)
+  if max(stops) - min(starts) != sum(b - a for a, b in zip(starts, stops, strict=True)):
     raise ValueError("this process's devices do not hold one block of rows of the batch")
   return slice(min(starts), max(stops))
 
