@@ -6,6 +6,12 @@ the parameters by ``1 - lr * weight_decay`` instead), then the optimizer's own r
 learning rate. Each optimizer is an ``optax.chain`` of optax primitives, with a custom piece only
 where optax has no exact equivalent (Adagrad's ``eps`` placement, torch's AMSGrad maximum, SGD's
 undamped first momentum buffer); the docstrings say where.
+``nadam`` and ``radam`` have custom cores too (``scale_by_torch_nadam``: torch's momentum schedule
+and ``mu_product``, which ``optax.nadam`` lacks; ``scale_by_torch_radam``: torch's ``eps``
+placement and its ``rho_t > 5`` threshold). ``adam``, ``nadam`` and ``radam`` take torch's
+``decoupled_weight_decay`` (a static flag, like ``maximize``; ``adamw`` is ``adam`` with it set);
+``adam``, ``adamw``, ``nadam`` and ``radam`` accept torch's ``foreach``, ``capturable``,
+``differentiable`` (and ``fused`` where torch has it), which change no numbers and do nothing here.
 
 ``lr`` may be a float or an optax schedule (the step count starts at 0, as after zero
 ``scheduler.step()`` calls in torch). This module does not import torch.
@@ -24,13 +30,17 @@ Complex parameters: ``sgd`` steps them as torch does (its rule is linear, so a c
 steps as the pair of its real and imaginary parts); ``adagrad``, ``rmsprop``, ``adam`` and ``adamw``
 refuse them at ``init`` with a ``TypeError``, since torch squares the two parts separately where
 optax's accumulators and moments would not (``_common.real_only``).
+``nadam`` and ``radam`` refuse them in the same way.
 """
 
 from phaseshift_jax.compat.torch._adagrad import adagrad
 from phaseshift_jax.compat.torch._adam import adam, adamw
+from phaseshift_jax.compat.torch._nadam import nadam
+from phaseshift_jax.compat.torch._radam import radam
 from phaseshift_jax.compat.torch._rmsprop import rmsprop
 from phaseshift_jax.compat.torch._sgd import sgd
 from phaseshift_jax.compat.torch._transforms import scale_by_torch_adagrad, scale_by_torch_amsgrad
+from phaseshift_jax.compat.torch._transforms import scale_by_torch_nadam, scale_by_torch_radam
 
 __all__ = [
     "sgd",
@@ -40,4 +50,8 @@ __all__ = [
     "adamw",
     "scale_by_torch_adagrad",
     "scale_by_torch_amsgrad",
+    "nadam",
+    "radam",
+    "scale_by_torch_nadam",
+    "scale_by_torch_radam",
 ]
