@@ -169,6 +169,18 @@ CONFIGS = [
     compat("torch.adamw(weight_decay)", torch_optim.adamw, lr=0.1, weight_decay=WD),
     compat("torch.adamw(amsgrad, maximize)", torch_optim.adamw,
            lr=0.1, weight_decay=WD, amsgrad=True, maximize=True),
+    compat("torch.adam(decoupled_weight_decay, betas array)", torch_optim.adam,
+           lr=0.1, betas=BETAS, weight_decay=WD, decoupled_weight_decay=True),
+    # nadam, radam at 0.02 (ADAM_LR): at 0.1 RAdam's first, unrectified steps (SGD with momentum
+    # at 0.1) throw the Rosenbrock iterate far off, and NAdam ends 0.1 from its minimum.
+    compat("torch.nadam(betas array, eps, weight_decay, momentum_decay)", torch_optim.nadam,
+           lr=ADAM_LR, betas=BETAS, eps=1e-8, weight_decay=WD, momentum_decay=4e-3),
+    compat("torch.nadam(decoupled_weight_decay, maximize)", torch_optim.nadam,
+           lr=ADAM_LR, weight_decay=WD, decoupled_weight_decay=True, maximize=True),
+    compat("torch.radam(betas array, eps, weight_decay)", torch_optim.radam,
+           lr=ADAM_LR, betas=BETAS, eps=1e-8, weight_decay=WD),
+    compat("torch.radam(decoupled_weight_decay, maximize)", torch_optim.radam,
+           lr=ADAM_LR, weight_decay=WD, decoupled_weight_decay=True, maximize=True),
     compat("minima.sgd(momentum, wd)", minima.sgd, lr=1e-2, momentum=0.9, wd=WD),
     compat("minima.adagrad(wd, eps)", minima.adagrad, lr=0.3, wd=WD, eps=1e-7),
     compat("minima.rmsprop(wd, eps, rho)", minima.rmsprop, lr=5e-3, wd=WD, eps=1e-7, rho=0.9),
@@ -195,7 +207,8 @@ def test_configs_cover_every_export():
            if c.factory is ps.phase_shift}
   assert modes == {(s, g) for s in ("argmax", "last") for g in ("tensor", "element")}
   assert {c.inner for c in CONFIGS if c.inner} == {"optax.sgd", "optax.adam"}
-  building_blocks = {"scale_by_torch_adagrad", "scale_by_torch_amsgrad"}  # inside adagrad, adam
+  building_blocks = {"scale_by_torch_adagrad", "scale_by_torch_amsgrad",  # inside adagrad, adam
+                     "scale_by_torch_nadam", "scale_by_torch_radam"}  # inside nadam, radam
   exported = {f"{module.__name__.rsplit('.', 1)[1]}.{name}"
               for module in (torch_optim, minima, miniai) for name in module.__all__
               if name not in building_blocks}
@@ -494,7 +507,8 @@ def injected_hyperparameters(config: Config) -> set[str]:
   bound = inspect.signature(config.factory).bind(**config.kwargs)
   bound.apply_defaults()
   return {name for name, value in bound.arguments.items()
-          if name not in config.static_args and not isinstance(value, (bool, str, tuple))}
+          if name not in config.static_args and value is not None
+          and not isinstance(value, (bool, str, tuple))}
 
 
 @parametrize
