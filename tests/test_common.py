@@ -208,7 +208,8 @@ def test_configs_cover_every_export():
   assert modes == {(s, g) for s in ("argmax", "last") for g in ("tensor", "element")}
   assert {c.inner for c in CONFIGS if c.inner} == {"optax.sgd", "optax.adam"}
   building_blocks = {"scale_by_torch_adagrad", "scale_by_torch_amsgrad",  # inside adagrad, adam
-                     "scale_by_torch_nadam", "scale_by_torch_radam"}  # inside nadam, radam
+                     "scale_by_torch_nadam", "scale_by_torch_radam",  # inside nadam, radam
+                     "ScaleByTorchNadamState"}
   exported = {f"{module.__name__.rsplit('.', 1)[1]}.{name}"
               for module in (torch_optim, minima, miniai) for name in module.__all__
               if name not in building_blocks}

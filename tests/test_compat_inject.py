@@ -128,19 +128,20 @@ FACTORIES = {
     "miniai.adam_with_annealing": miniai.adam_with_annealing,
 }
 STRUCTURAL = ("nesterov", "amsgrad", "centered", "maximize", "decoupled_weight_decay")
+# torch's no-op keywords (accepted so that a torch call ports unchanged; no numbers change).
+NO_OP = ("foreach", "fused", "capturable", "differentiable")
 INIT_ONLY = ("initial_accumulator_value",)  # read by init only: a change mid-run does nothing
-# torch's keywords that change no numbers (accepted so that torch calls port unchanged).
-NO_EFFECT = ("foreach", "capturable", "differentiable", "fused")
 
 
 def numeric_hyperparameters(factory) -> list[str]:
-  """Every argument of ``factory`` but the structural bools and torch's no-effect keywords."""
+  """Every argument of ``factory`` but the structural bools and torch's no-op keywords."""
   return [name for name in inspect.signature(factory).parameters
-          if name not in STRUCTURAL + NO_EFFECT]
+          if name not in STRUCTURAL + NO_OP]
 
 
 def injected_names(case: Case) -> set[str]:
-  """The names ``inject_hyperparams`` puts in ``state.hyperparams`` (tuples stay static)."""
+  """The names ``inject_hyperparams`` puts in ``state.hyperparams`` (tuples and None stay
+  static)."""
   bound = inspect.signature(case.factory).bind(**case.kwargs)
   bound.apply_defaults()
   return {

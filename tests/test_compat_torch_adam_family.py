@@ -45,11 +45,6 @@ CASES = [
         lr=1e-3, weight_decay=0.1, decoupled_weight_decay=True, maximize=True,
     ),
     case(
-        "torch.adam(decoupled_weight_decay, betas, eps, foreach)", O.Adam, ours.adam, ADAM,
-        lr=2e-3, betas=(0.8, 0.99), eps=1e-7, weight_decay=0.1, decoupled_weight_decay=True,
-        foreach=True,
-    ),
-    case(
         "torch.adam(decoupled_weight_decay, amsgrad, maximize, fused)", O.Adam, ours.adam,
         AMSGRAD, lr=1e-3, weight_decay=0.1, decoupled_weight_decay=True, amsgrad=True,
         maximize=True, fused=True,
@@ -131,18 +126,21 @@ def test_signature_is_torchs(ours_fn, torch_cls):
   assert got == expected
 
 
+NO_OP = dict(foreach=True, capturable=True, differentiable=True)
+
+
 @pytest.mark.parametrize(
-    "factory, kwargs",
-    [(ours.adam, dict(weight_decay=0.1, decoupled_weight_decay=True, fused=True)),
-     (ours.adamw, dict(fused=False)),
-     (ours.nadam, dict(weight_decay=0.1)),
-     (ours.radam, dict(weight_decay=0.1, decoupled_weight_decay=True))],
+    "factory, kwargs, extra",
+    [(ours.adam, dict(weight_decay=0.1, decoupled_weight_decay=True), dict(NO_OP, fused=True)),
+     (ours.adamw, dict(amsgrad=True), dict(NO_OP, fused=True)),
+     (ours.nadam, dict(weight_decay=0.1), NO_OP),
+     (ours.radam, dict(weight_decay=0.1, decoupled_weight_decay=True), NO_OP)],
     ids=["adam", "adamw", "nadam", "radam"],
 )
-def test_no_effect_keywords_change_nothing(factory, kwargs):
-  """``foreach``, ``capturable``, ``differentiable`` (and ``fused``): the same updates, bit for bit."""
+def test_no_effect_keywords_change_nothing(factory, kwargs, extra):
+  """``foreach``, ``capturable``, ``differentiable`` (and ``fused``): the same updates, bit for
+  bit."""
   params = {"w": jnp.asarray([1.0, -2.0, 0.5])}
-  extra = dict(foreach=True, capturable=True, differentiable=True)
   txs = [factory(**kwargs), factory(**kwargs, **extra)]
   states = [tx.init(params) for tx in txs]
   for t in range(3):
@@ -153,16 +151,20 @@ def test_no_effect_keywords_change_nothing(factory, kwargs):
     params = optax.apply_updates(params, u0)
 
 
-def test_adam_decoupled_is_adamw():
+@pytest.mark.parametrize("amsgrad", [False, True])
+def test_adam_decoupled_is_adamw(amsgrad):
+  """Bit for bit (torch's AdamW is its Adam with ``decoupled_weight_decay=True``; adamw's
+  cross-checks are in test_compat_torch.py), and not adam's L2 rule."""
   params = {"w": jnp.asarray([1.0, -2.0, 0.5])}
-  kwargs = dict(lr=0.01, betas=(0.8, 0.9), weight_decay=0.3, amsgrad=True)
+  kwargs = dict(lr=0.01, betas=(0.8, 0.9), weight_decay=0.3, amsgrad=amsgrad)
   a, w = ours.adam(**kwargs, decoupled_weight_decay=True), ours.adamw(**kwargs)
   sa, sw = a.init(params), w.init(params)
   for t in range(3):
     grads = {"w": jnp.asarray([0.3, -0.1, 0.2]) * (t + 1)}
     (ua, sa), (uw, sw) = a.update(grads, sa, params), w.update(grads, sw, params)
     np.testing.assert_array_equal(ua["w"], uw["w"])
-  # and not adam's L2 rule, whose first step is the normalised d = g + 0.3 w: -lr sign(d)
+  # adam's L2 rule: the first step is -lr sign(d), d = g + 0.3 w; the decoupled one
+  # -lr (sign(g) + 0.3 w).
   l2 = ours.adam(**kwargs)
   first, _ = l2.update(grads, l2.init(params), params)
   np.testing.assert_allclose(first["w"], -0.01 * np.sign(grads["w"] + 0.3 * params["w"]),

@@ -40,7 +40,8 @@ from phaseshift_jax.compat.torch._radam import radam
 from phaseshift_jax.compat.torch._rmsprop import rmsprop
 from phaseshift_jax.compat.torch._sgd import sgd
 from phaseshift_jax.compat.torch._transforms import scale_by_torch_adagrad, scale_by_torch_amsgrad
-from phaseshift_jax.compat.torch._transforms import scale_by_torch_nadam, scale_by_torch_radam
+from phaseshift_jax.compat.torch._transforms import (
+    ScaleByTorchNadamState, scale_by_torch_nadam, scale_by_torch_radam)
 
 __all__ = [
     "sgd",
@@ -54,4 +55,5 @@ __all__ = [
     "radam",
     "scale_by_torch_nadam",
     "scale_by_torch_radam",
+    "ScaleByTorchNadamState",
 ]
