@@ -58,7 +58,10 @@ def asgd(
     alpha: power :math:`a` of the step-size decay.
     t0: step :math:`t_0` after which averaging starts.
     weight_decay: L2 coefficient :math:`\lambda_w`, >= 0.
-    foreach: accepted for torch's signature; changes nothing.
+    foreach: accepted for torch's signature; changes nothing. (torch's multi-tensor path,
+      ``foreach=True``, computes :math:`\eta` in float32 tensor arithmetic and so differs from
+      its single-tensor path by float32 rounding of :math:`\eta`, about 1e-7 relative; this
+      follows the single-tensor path.)
     maximize: ascend instead of descend (static).
     differentiable: accepted for torch's signature; changes nothing.
     capturable: accepted for torch's signature; changes nothing.
