@@ -5,14 +5,14 @@ negate the gradient if ``maximize``, add the L2 term ``weight_decay * theta`` (`
 the parameters by ``1 - lr * weight_decay`` instead), then the optimizer's own rule, then the
 learning rate. Each optimizer is an ``optax.chain`` of optax primitives, with a custom piece only
 where optax has no exact equivalent (Adagrad's ``eps`` placement, torch's AMSGrad maximum, SGD's
-undamped first momentum buffer); the docstrings say where.
+undamped first momentum buffer, ASGD, torch's Rprop); the docstrings say where.
 
 ``lr`` may be a float or an optax schedule (the step count starts at 0, as after zero
 ``scheduler.step()`` calls in torch). This module does not import torch.
 
 Every float hyperparameter can be injected with ``optax.inject_hyperparams`` (``betas`` as a
-length-2 array, e.g. ``betas=jnp.array([0.9, 0.999])``; a tuple stays static): the chain is the
-same whatever the numeric values, and a value that switches a piece off in torch (``momentum=0``,
+length-2 array, e.g. ``betas=jnp.array([0.9, 0.999])``, Rprop's ``etas`` and ``step_sizes``
+likewise; a tuple stays static): the chain is the same whatever the numeric values, and a value that switches a piece off in torch (``momentum=0``,
 ``weight_decay=0``, ``lr_decay=0``, ``dampening=0``) makes that piece an exact identity here (for
 finite parameters and gradients). The state therefore has the same structure for every value
 (the optax convention: it depends on the static flags ``nesterov``, ``amsgrad``, ``centered``,

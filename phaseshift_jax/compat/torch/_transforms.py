@@ -140,9 +140,12 @@ def scale_by_torch_asgd(
       raise ValueError("scale_by_torch_asgd needs params: call update(updates, state, params)")
     real = jnp.result_type(float)
     eta = state.eta.astype(real)
-    decay = 1 - lambd * eta
-    new_params = jax.tree.map(
-        lambda p, d: p * decay.astype(p.dtype) - eta.astype(p.dtype) * d, params, updates)
+    shrink = lambd * eta
+    # torch computes theta (1 - lambd eta) - eta d; the update itself is computed directly (not
+    # as a difference of parameters, which would lose the digits of a small update).
+    updates = jax.tree.map(
+        lambda p, d: -(eta.astype(p.dtype) * d + shrink.astype(p.dtype) * p), params, updates)
+    new_params = jax.tree.map(lambda p, u: p + u, params, updates)
     averaged = jax.tree.map(
         lambda p, ax: jnp.where(state.mu == 1, p, ax + (p - ax) * state.mu.astype(p.dtype)),
         new_params, state.ax)
@@ -151,7 +154,6 @@ def scale_by_torch_asgd(
     lr = rate(state.count)
     new_eta = lr / (1 + lambd * lr * step) ** alpha
     new_mu = 1 / jnp.maximum(1, step - t0)
-    updates = jax.tree.map(lambda new, p: new - p, new_params, params)
     return updates, ScaleByTorchAsgdState(
         count=count, eta=jnp.asarray(new_eta, jnp.float32), mu=jnp.asarray(new_mu, jnp.float32),
         ax=averaged)
