@@ -73,7 +73,8 @@ ADAM_LR, ADAM_EPS, ADAM_KICK = 0.02, 1e-8, 1e-4
 # real_only), as PhaseShift does.
 COMPLEX_FACTORIES = (torch_optim.sgd, minima.sgd, miniai.sgd, torch_optim.adagrad,
                      torch_optim.rmsprop, torch_optim.asgd, torch_optim.adadelta,
-                     torch_optim.adamax, torch_optim.rprop)
+                     torch_optim.adamax, torch_optim.rprop,
+                     torch_optim.adam, torch_optim.adamw, torch_optim.nadam, torch_optim.radam)
 
 
 @dataclasses.dataclass(frozen=True)

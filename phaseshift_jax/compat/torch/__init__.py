@@ -32,10 +32,9 @@ ports unchanged. ``SparseAdam`` has no counterpart: JAX has no sparse gradients.
 
 Complex parameters: torch steps a complex parameter as the pair of its real and imaginary parts
 (``torch.view_as_real``), and so do ``sgd`` (its rule is linear: nothing to do), ``adagrad``,
-``rmsprop``, ``asgd``, ``adadelta``, ``adamax`` and ``rprop`` (through :func:`as_real_pairs`;
-the state of a complex leaf is complex, of the leaf's shape, its real and imaginary parts the
-state of the two parts, as torch's state tensors). ``adam`` and ``adamw`` still refuse complex
-parameters at ``init`` with a ``TypeError`` (``_common.real_only``).
+``rmsprop``, ``asgd``, ``adadelta``, ``adamax``, ``rprop``, ``adam``, ``adamw``, ``nadam`` and
+``radam`` (through :func:`as_real_pairs`; the state of a complex leaf is complex, of the leaf's
+shape, its real and imaginary parts the state of the two parts, as torch's state tensors).
 """
 
 from phaseshift_jax.compat.torch._adadelta import adadelta

@@ -6,7 +6,8 @@ from __future__ import annotations
 import optax
 
 from phaseshift_jax.compat._common import (
-    chain, check_non_negative, check_unit_interval, concrete_scalar, real_only)
+    chain, check_non_negative, check_unit_interval, concrete_scalar)
+from phaseshift_jax.compat.torch._complex import as_real_pairs
 from phaseshift_jax.compat.torch._shared import _negate_if
 from phaseshift_jax.compat.torch._transforms import scale_by_torch_amsgrad
 
@@ -22,29 +23,30 @@ def _betas(betas):
   return tuple(b if concrete_scalar("betas", b) is None else float(b) for b in (b1, b2))
 
 
-def _weight_decay_chain(core, lr, weight_decay, maximize, decoupled, name):
+def _weight_decay_chain(core, lr, weight_decay, maximize, decoupled):
   """torch's order around an Adam-like ``core``: negate for ``maximize``, the L2 term (or, when
-  ``decoupled``, the decoupled decay after ``core``), then the learning rate."""
+  ``decoupled``, the decoupled decay after ``core``), then the learning rate; complex leaves
+  stepped as torch's real pairs (:func:`as_real_pairs`)."""
   check_non_negative("lr", lr)
   check_non_negative("weight_decay", weight_decay)
   decay = optax.add_decayed_weights(weight_decay)
-  return real_only(chain(
+  return as_real_pairs(chain(
       _negate_if(maximize),
       None if decoupled else decay,
       core,
       decay if decoupled else None,
       optax.scale_by_learning_rate(lr),
-  ), name)
+  ))
 
 
-def _adam(lr, betas, eps, weight_decay, amsgrad, maximize, decoupled, name):
+def _adam(lr, betas, eps, weight_decay, amsgrad, maximize, decoupled):
   check_non_negative("eps", eps)
   b1, b2 = _betas(betas)
   if amsgrad:
     core = scale_by_torch_amsgrad(b1, b2, eps)
   else:
     core = optax.scale_by_adam(b1, b2, eps)
-  return _weight_decay_chain(core, lr, weight_decay, maximize, decoupled, name)
+  return _weight_decay_chain(core, lr, weight_decay, maximize, decoupled)
 
 
 def adam(
@@ -79,6 +81,9 @@ def adam(
   With ``decoupled_weight_decay`` there is no L2 term and the step is :func:`adamw`'s,
   :math:`\theta_t = (1 - \alpha\lambda)\theta_{t-1} - \ldots` (torch's ``AdamW`` is this
   ``Adam`` with ``decoupled_weight_decay=True``).
+  Complex parameters: stepped as torch does, as the pair of their real and imaginary parts
+  (:func:`as_real_pairs`: each part squared separately; the moments of a complex leaf are
+  complex).
 
   Args:
     lr: learning rate :math:`\alpha` (float or schedule), >= 0.
@@ -101,8 +106,7 @@ def adam(
     ``torch.optim.Adam``, https://pytorch.org/docs/stable/generated/torch.optim.Adam.html
   """
   del foreach, capturable, differentiable, fused
-  return _adam(lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay,
-               "compat.torch.adam")
+  return _adam(lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay)
 
 
 def adamw(
@@ -129,6 +133,7 @@ def adamw(
   default ``weight_decay`` (torch 1e-2, optax 1e-4), the default ``lr``, ``maximize`` and
   torch's AMSGrad. As in torch (whose ``AdamW`` is ``Adam(decoupled_weight_decay=True)``),
   there is no ``decoupled_weight_decay`` keyword: it is :func:`adam` with that flag set.
+  Complex parameters as in :func:`adam`.
 
   Args:
     lr: learning rate :math:`\alpha` (float or schedule), >= 0.
@@ -148,4 +153,4 @@ def adamw(
     ``torch.optim.AdamW``, https://pytorch.org/docs/stable/generated/torch.optim.AdamW.html
   """
   del foreach, capturable, differentiable, fused
-  return _adam(lr, betas, eps, weight_decay, amsgrad, maximize, True, "compat.torch.adamw")
+  return _adam(lr, betas, eps, weight_decay, amsgrad, maximize, True)

@@ -42,6 +42,9 @@ def nadam(
   the products :math:`\Pi`, no default learning rate, no weight decay and no ``maximize``. The state
   holds torch's ``mu_product`` as one float32 scalar (torch keeps one per parameter, all equal,
   in its default dtype).
+  Complex parameters: stepped as torch does, as the pair of their real and imaginary parts
+  (:func:`as_real_pairs`: each part squared separately; the moments of a complex leaf are
+  complex).
 
   Args:
     lr: learning rate :math:`\alpha` (float or schedule), >= 0.
@@ -69,5 +72,4 @@ def nadam(
   check_non_negative("momentum_decay", momentum_decay)
   b1, b2 = _betas(betas)
   core = scale_by_torch_nadam(b1, b2, eps, momentum_decay)
-  return _weight_decay_chain(core, lr, weight_decay, maximize, decoupled_weight_decay,
-                             "compat.torch.nadam")
+  return _weight_decay_chain(core, lr, weight_decay, maximize, decoupled_weight_decay)

@@ -41,6 +41,9 @@ def radam(
   :math:`1/\sqrt{1-\beta_2^t}`), the threshold (optax rectifies from :math:`\rho_t \ge 5`),
   weight decay and ``maximize``; ``optax.radam`` has no default learning rate, and takes
   ``b1``, ``b2`` where torch takes ``betas``. The state is ``optax.scale_by_radam``'s.
+  Complex parameters: stepped as torch does, as the pair of their real and imaginary parts
+  (:func:`as_real_pairs`: each part squared separately; the moments of a complex leaf are
+  complex).
 
   Args:
     lr: learning rate :math:`\alpha` (float or schedule), >= 0.
@@ -66,5 +69,4 @@ def radam(
   check_non_negative("eps", eps)
   b1, b2 = _betas(betas)
   core = scale_by_torch_radam(b1, b2, eps)
-  return _weight_decay_chain(core, lr, weight_decay, maximize, decoupled_weight_decay,
-                             "compat.torch.radam")
+  return _weight_decay_chain(core, lr, weight_decay, maximize, decoupled_weight_decay)
