@@ -204,15 +204,14 @@ _Y = _COMPLEX_RNG.standard_normal((12, 2)) + 1j * _COMPLEX_RNG.standard_normal((
 _W = 0.5 * (_COMPLEX_RNG.standard_normal((2, 4)) + 1j * _COMPLEX_RNG.standard_normal((2, 4)))
 _B = 0.5 * (_COMPLEX_RNG.standard_normal(2) + 1j * _COMPLEX_RNG.standard_normal(2))
 
+# One case per optimizer, L2 and decoupled decay both present (the decay pieces are linear, so
+# their complex step is the pairs' anyway; the squared moments are what the pairs change).
 COMPLEX_CASES = [
     (O.Adam, ours.adam, dict(lr=0.05, weight_decay=0.01, amsgrad=True), AMSGRAD),
-    (O.Adam, ours.adam, dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True), ADAM),
     (O.AdamW, ours.adamw, dict(lr=0.05, maximize=True), ADAM),
     # NAdam at lr 0.05: moving one element of torch's initial weights by one ulp moves torch's
     # own parameters by 1.4e-9 after 50 steps (chaotic); at 0.02 by 1e-16.
     (O.NAdam, ours.nadam, dict(lr=0.02, weight_decay=0.01, momentum_decay=0.01), ADAM),
-    (O.NAdam, ours.nadam, dict(lr=0.02, weight_decay=0.1, decoupled_weight_decay=True), ADAM),
-    (O.RAdam, ours.radam, dict(lr=0.05, weight_decay=0.01), ADAM),
     (O.RAdam, ours.radam, dict(lr=0.05, weight_decay=0.1, decoupled_weight_decay=True), ADAM),
 ]
 

@@ -1,26 +1,22 @@
-"""``torch.optim.Adam`` and ``torch.optim.AdamW``; the ``betas`` and no-op keyword handling shared
-with ``nadam`` and ``radam``."""
+"""``torch.optim.Adam`` and ``torch.optim.AdamW``; the ``betas`` check and the weight-decay chain
+shared with ``nadam`` and ``radam``."""
 
 from __future__ import annotations
 
 import optax
 
-from phaseshift_jax.compat._common import (
-    chain, check_non_negative, check_unit_interval, concrete_scalar)
+from phaseshift_jax.compat._common import chain, check_non_negative, check_unit_interval
 from phaseshift_jax.compat.torch._complex import as_real_pairs
-from phaseshift_jax.compat.torch._shared import _negate_if
+from phaseshift_jax.compat.torch._shared import _negate_if, _pair
 from phaseshift_jax.compat.torch._transforms import scale_by_torch_amsgrad
 
 
 def _betas(betas):
-  """``(b1, b2)`` checked; concrete ones as Python floats, traced ones as they are."""
-  b1, b2 = betas
+  """``(b1, b2)`` checked, each in [0, 1); concrete ones as Python floats (``_pair``)."""
+  b1, b2 = _pair("betas", betas)
   check_unit_interval("betas[0]", b1)
   check_unit_interval("betas[1]", b2)
-  # Concrete betas step as Python floats: the elements of a float32 array would promote the
-  # moments (and updates) of bfloat16 params to float32. Traced ones (under inject_hyperparams,
-  # which casts them to the params' dtype) stay as they are.
-  return tuple(b if concrete_scalar("betas", b) is None else float(b) for b in (b1, b2))
+  return b1, b2
 
 
 def _weight_decay_chain(core, lr, weight_decay, maximize, decoupled):
