@@ -77,7 +77,7 @@ def evaluate(schedule, steps=STEPS, start=0, tx=None, state=None):
     return rates, moms, stepped
 
   rates, moms, (stepped, stepped_moms) = run(state)
-  as_np = lambda x: None if x is None else np.asarray(x, dtype=np.float64)  # noqa: E731
+  as_np = lambda x: None if x is None else np.asarray(x, dtype=np.float64)
   return as_np(rates), as_np(moms), as_np(stepped), as_np(stepped_moms)
 
 
@@ -453,7 +453,7 @@ def test_conversion_continues_a_torch_run(name):
 
 def test_conversion_from_state_dicts_with_class_names():
   """A state_dict alone (plus the class names, the group, the lambda torch does not store)."""
-  make = lambda o: [S.SequentialLR(o, [S.LinearLR(o, 0.1, total_iters=20),  # noqa: E731
+  make = lambda o: [S.SequentialLR(o, [S.LinearLR(o, 0.1, total_iters=20),
                                        S.OneCycleLR(o, 0.3, total_steps=500)], [20]),
                     S.MultiplicativeLR(o, mult)]
   rates, _, _, _ = torch_run(make, steps=400)
@@ -583,3 +583,33 @@ def test_rates_are_float64_at_int32_counts_under_x64():
   for name, (_, ours) in CASES.items():
     assert jax.eval_shape(ours, count).dtype == jnp.float64, name
   assert math.isfinite(float(lrs.one_cycle_lr(1.0, total_steps=10)(20)))  # past T: continues
+
+
+def test_float_arguments_may_be_traced():
+  """Branchless: every float argument may be a tracer (e.g. under jax.jit or inject_hyperparams)."""
+  builders = [
+      (lambda v: lrs.step_lr(0.1, 30, v), 0.5),
+      (lambda v: lrs.exponential_lr(v, 0.99), 0.1),
+      (lambda v: lrs.cosine_annealing_lr(0.1, 50, v), 1e-3),
+      (lambda v: lrs.cyclic_lr(1e-3, v, 40, gamma=0.99, mode="exp_range"), 1e-2),
+      (lambda v: lrs.one_cycle_lr(v, total_steps=STEPS, pct_start=0.25), 0.5),
+      (lambda v: lrs.one_cycle_lr(0.5, total_steps=STEPS, pct_start=v, three_phase=True), 0.25),
+      (lambda v: lrs.polynomial_lr(0.1, 400, v), 2.0),
+      (lambda v: lrs.linear_lr(0.1, v, 1.0, 100), 0.1),
+      (lambda v: lrs.constant_lr(0.1, v, 100), 0.3),
+      (lambda v: lrs.cosine_annealing_warm_restarts(0.1, 7, 2, v), 1e-3),
+      (lambda v: lrs.multi_step_lr(0.1, [10, 300], v), 0.3),
+  ]
+  counts = jnp.arange(0, STEPS, 7, dtype=jnp.int32)
+  values = jnp.asarray([v for _, v in builders])
+
+  @jax.jit
+  def both(values):  # one compilation: the rates from traced and from Python float arguments
+    traced = [jax.vmap(build(values[i]))(counts) for i, (build, _) in enumerate(builders)]
+    concrete = [jax.vmap(build(value))(counts) for build, value in builders]
+    return traced, concrete
+
+  traced, concrete = both(values)
+  for i, (build, value) in enumerate(builders):
+    close(np.asarray(traced[i]), np.asarray(concrete[i]), rtol=1e-12)
+    assert len(np.unique(np.asarray(concrete[i]))) > 1

@@ -12,7 +12,7 @@ torch applies to the shared rate, for the composites and for :func:`scheduled_lr
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp

@@ -309,7 +309,7 @@ def polynomial_lr(lr: float, total_iters: int = 5, power: float = 1.0) -> TorchS
   )
 
 
-def cosine_annealing_lr(lr: float, T_max: int, eta_min: float = 0.0) -> TorchSchedule:  # noqa: N803
+def cosine_annealing_lr(lr: float, T_max: int, eta_min: float = 0.0) -> TorchSchedule:
   r"""``torch.optim.lr_scheduler.CosineAnnealingLR``, torch's chained form.
 
   torch steps the *current* rate :math:`\eta` (shared with any other scheduler):

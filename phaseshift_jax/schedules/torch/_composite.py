@@ -74,7 +74,7 @@ def sequential_lr(schedulers: Sequence[TorchSchedule], milestones: Sequence[int]
   def select(t, candidates):
     return jnp.select([active(t) == k for k in range(len(candidates))], candidates)
 
-  def rate_at(t, members=len(schedulers)):
+  def rate_at(t, members=None):
     # Only the first ``members`` can be active at t (the rate before milestone k needs k).
     candidates = []
     for k, s in enumerate(schedulers[:members]):
@@ -101,7 +101,7 @@ def sequential_lr(schedulers: Sequence[TorchSchedule], milestones: Sequence[int]
     with_momentum = [s for s in schedulers if has_momentum(s)]
     start_momentum = (schedulers[first] if has_momentum(schedulers[first]) else with_momentum[-1])
 
-    def momentum(count, members=len(schedulers)):
+    def momentum(count, members=None):
       t = as_step(count)
       candidates = []
       for k, s in enumerate(schedulers[:members]):

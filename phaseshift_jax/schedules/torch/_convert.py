@@ -105,12 +105,12 @@ def _convert_one(
   if name == "CyclicLR":
     custom = scale_fn
     if custom is None and obj is not None:
-      custom = obj._scale_fn_custom  # noqa: SLF001 - torch keeps it only there
+      custom = obj._scale_fn_custom
     if custom is None and sd.get("_scale_fn_custom") is not None:
       raise ValueError("scale_fn must be given to convert a CyclicLR state_dict with a custom "
                        "scale function")
     cycle = bool(sd["cycle_momentum"])
-    return _cycles._cyclic(  # noqa: SLF001
+    return _cycles._cyclic(
         _scalar(sd["base_lrs"][g]), _scalar(sd["max_lrs"][g]), float(sd["total_size"]),
         float(sd["step_ratio"]), sd["mode"], sd["gamma"], custom, sd["scale_mode"], cycle,
         _scalar(sd["base_momentums"][g]) if cycle else 0.0,
@@ -124,7 +124,7 @@ def _convert_one(
     values = {k: _scalar(group[k]) for k in keys}
     phases = [(float(p["end_step"]), p["start_lr"], p["end_lr"], p.get("start_momentum"),
                p.get("end_momentum")) for p in sd["_schedule_phases"]]
-    return _cycles._one_cycle(values, phases, sd.get("_anneal_func_type", "cos"), cycle)  # noqa: SLF001
+    return _cycles._one_cycle(values, phases, sd.get("_anneal_func_type", "cos"), cycle)
   if name in ("SequentialLR", "ChainedScheduler"):
     members = [_convert_any(c, group_index, group, None, None, None) for c in children]
     if name == "SequentialLR":

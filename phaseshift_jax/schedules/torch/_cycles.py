@@ -254,7 +254,7 @@ def _one_cycle(values: dict, phases: Sequence[tuple], anneal_strategy: str, cycl
 
 
 def cosine_annealing_warm_restarts(
-    lr: float, T_0: int, T_mult: int = 1, eta_min: float = 0.0  # noqa: N803
+    lr: float, T_0: int, T_mult: int = 1, eta_min: float = 0.0
 ) -> TorchSchedule:
   r"""``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts`` (SGDR, Loshchilov & Hutter 2017).
 

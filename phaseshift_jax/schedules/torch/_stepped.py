@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -107,7 +107,7 @@ class Plateau:
     return PlateauState(best, bad, counter), lr
 
 
-Member = Union[TorchSchedule, Plateau]
+Member = TorchSchedule | Plateau
 
 
 class ScheduledLrState(NamedTuple):
