@@ -5,7 +5,10 @@ storage whose running trials send heartbeats; a trial silent for ``grace_period`
 (its worker was killed) is failed and queued again with its hyperparameters and seed
 (``RetryHeartbeatStaleTrialCallback``, formerly ``RetryFailedTrialCallback``). Workers run
 ``study.optimize`` with a ``MaxTrialsCallback`` counting finished and running trials: none
-starts more than ``trials``, none waits for another. TPE is seeded from ``(seed, trial
+starts more than ``trials``, none waits for another (a trial that two workers created for
+the last place at once is failed before it trains: :class:`Surplus`). The storage may be a
+SQLite file (the default, one machine) or a server (``postgresql://``: several machines),
+whose connections are checked before use and time out. TPE is seeded from ``(seed, trial
 number)``; the median pruner judges the validation accuracy after each epoch. A complete
 trial also evaluates its model on the test set once (the report shows it for the best).
 """
@@ -74,6 +77,13 @@ class _QuietSurplus(logging.Filter):
       return False
     message = record.getMessage()
     return not any(message.startswith(f"Trial {n} failed with value") for n in self.numbers)
+
+
+def quiet_surplus() -> None:
+  """Installs :class:`_QuietSurplus` on Optuna's optimize logger (once)."""
+  optimize_logger = optuna.logging.get_logger("optuna.study._optimize")
+  if not any(isinstance(f, _QuietSurplus) for f in optimize_logger.filters):
+    optimize_logger.addFilter(_QuietSurplus())
 
 
 def taken_before(trial: optuna.Trial) -> int:
@@ -220,9 +230,7 @@ def run_study(config: default.Config, workdir: str | Path,
     raise StudyError(f"cannot use {workdir} as the study's directory: {e.strerror}") from e
   storage = create_storage(config, workdir)
   optuna.logging.set_verbosity(optuna.logging.WARNING)
-  optimize_logger = optuna.logging.get_logger("optuna.study._optimize")
-  if not any(isinstance(f, _QuietSurplus) for f in optimize_logger.filters):
-    optimize_logger.addFilter(_QuietSurplus())
+  quiet_surplus()
   studies = {n: open_study(storage, config, n) for n in names}
   data = input_pipeline.load(config)
 
