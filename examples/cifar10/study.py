@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+import sqlalchemy.engine
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
@@ -125,7 +126,10 @@ def create_storage(config: default.Config, workdir: Path) -> optuna.storages.RDB
   """The RDB storage of :func:`storage_url`, with heartbeats; several workers may create it
   at once (the one that loses the race for the tables retries)."""
   url = storage_url(config, workdir)
-  shown = config.storage or url  # What the user typed (a password stays theirs to show).
+  try:  # In messages, as typed but without its password.
+    shown = sqlalchemy.engine.make_url(config.storage or url).render_as_string(hide_password=True)
+  except sqlalchemy.exc.ArgumentError:
+    shown = config.storage or url
   for attempt in range(3):
     try:
       with warnings.catch_warnings():
@@ -239,8 +243,9 @@ def run_study(config: default.Config, workdir: str | Path,
       log(f"{study.study_name} trial {trial.number}: not run, the {config.trials} trials are "
           "taken (another worker started the last one at the same time)")
       return
+    value = math.nan if trial.value is None else trial.value
     log(f"{study.study_name} trial {trial.number}: {trial.state.name.lower()} after "
-        f"{len(trial.intermediate_values)} epochs, val acc {math.nan if trial.value is None else trial.value:.2%} (" +
+        f"{len(trial.intermediate_values)} epochs, val acc {value:.2%} (" +
         ", ".join(f"{k}={v:.3g}" for k, v in trial.params.items()) + ")")
 
   for name, study in studies.items():
