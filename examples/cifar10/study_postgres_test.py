@@ -62,16 +62,18 @@ def test_three_workers_share_one_study_and_retry_a_killed_workers_trial(postgres
   victim = workers[2]
   try:
     storage = study.create_storage(tiny_config(storage=postgres), tmp_path)
-    # SIGKILL the third worker in the middle of its first trial (it has sent a heartbeat).
+    # SIGKILL the third worker in the middle of its first trial (its heartbeat thread has
+    # recorded one before the trial began).
     deadline = time.monotonic() + 120
     owner = f"{socket.gethostname()}:{victim.pid}"
-    while not (killed := [t for t in _trials(storage) if t.user_attrs.get("worker") == owner]):
+    while not any(t.user_attrs.get("worker") == owner for t in _trials(storage)):
       assert time.monotonic() < deadline and victim.poll() is None, "the worker took no trial"
       time.sleep(0.2)
-    time.sleep(1.5 * HEARTBEAT)
+    time.sleep(0.5)  # Its trial is compiling its train step.
     victim.send_signal(signal.SIGKILL)
     assert victim.wait(30) == -signal.SIGKILL
-    (killed,) = killed
+    (killed,) = [t for t in _trials(storage)
+                 if t.user_attrs.get("worker") == owner and t.state == TrialState.RUNNING]
     # Its replacement starts once the trial is stale (as a requeued job would): whether the
     # two others are still running or done, a worker fails the trial and one runs it again.
     time.sleep(GRACE)
