@@ -38,10 +38,9 @@ def find_bin() -> Path:
   ``/usr/lib/postgresql/<version>/bin``."""
   if (found := shutil.which("initdb")) and shutil.which("pg_ctl"):
     return Path(os.path.realpath(found)).parent
-  debian = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                  key=lambda p: int(Path(p).parts[-3]) if Path(p).parts[-3].isdigit() else 0)
-  if debian:
-    return Path(debian[-1]).parent
+  debian = [Path(p).parent for p in glob.glob("/usr/lib/postgresql/*/bin/initdb")]
+  if debian := sorted(p for p in debian if p.parent.name.isdigit()):
+    return max(debian, key=lambda p: int(p.parent.name))
   raise Unavailable("no PostgreSQL server programs: initdb and pg_ctl are neither on PATH nor "
                     "in /usr/lib/postgresql/*/bin (Debian: apt-get install postgresql)")
 
@@ -59,8 +58,12 @@ def _as_server_user() -> list[str]:
   try:
     pwd.getpwnam(USER)
   except KeyError:
-    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                    USER], check=True, capture_output=True, text=True)
+    added = subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                            "/usr/sbin/nologin", USER], capture_output=True, text=True, check=False)
+    try:
+      pwd.getpwnam(USER)  # Also when a concurrent test process added it first.
+    except KeyError:
+      raise RuntimeError(f"useradd {USER} failed: {added.stderr.strip()}") from None
   return ["runuser", "-u", USER, "--"]
 
 
