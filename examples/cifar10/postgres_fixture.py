@@ -51,6 +51,11 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
+def _sbin(name: str) -> str:
+  """``name`` on PATH or in /usr/sbin, /sbin (a PATH without them is common)."""
+  return shutil.which(name, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin") or name
+
+
 def _as_server_user() -> list[str]:
   """The command prefix that runs a program as a user PostgreSQL accepts (not root)."""
   if os.geteuid() != 0:
@@ -58,13 +63,13 @@ def _as_server_user() -> list[str]:
   try:
     pwd.getpwnam(USER)
   except KeyError:
-    added = subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+    added = subprocess.run([_sbin("useradd"), "--system", "--no-create-home", "--shell",
                             "/usr/sbin/nologin", USER], capture_output=True, text=True, check=False)
     try:
       pwd.getpwnam(USER)  # Also when a concurrent test process added it first.
     except KeyError:
       raise RuntimeError(f"useradd {USER} failed: {added.stderr.strip()}") from None
-  return ["runuser", "-u", USER, "--"]
+  return [_sbin("runuser"), "-u", USER, "--"]
 
 
 def _run(command: Sequence[str], timeout: float) -> None:
