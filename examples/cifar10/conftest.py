@@ -108,9 +108,10 @@ def require_postgres(server: bool = True) -> None:
     if server:
       postgres_fixture.find_bin()
   except (ImportError, postgres_fixture.Unavailable) as e:
-    message = f"PostgreSQL test: {e} (install the postgres extra and PostgreSQL)"
+    message = f"PostgreSQL test: {e} (pip install -e '.[postgres]'; apt-get install postgresql)"
     if os.environ.get("CI"):
-      pytest.fail(f"{message}; .ci/run installs both, so CI must not skip it")
+      pytest.fail(f"{message}; under CI, where make test installs the extra and .ci/run "
+                  "PostgreSQL, it must not skip")
     pytest.skip(message)
 
 
