@@ -45,7 +45,8 @@ def _run(tmp: Path, argvs: Sequence[Sequence[str]], timeout: float = 300
   """Runs ``python -m examples.cifar10 train ARGV`` once per argv, all at once; returns
   ``(status, stdout, stderr)`` of each. Each is killed (its whole process group) if it
   is still running when this returns or raises."""
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env = {k: v for k, v in os.environ.items()  # No cluster manager for JAX to detect.
+         if k != "XLA_FLAGS" and not k.startswith(("SLURM_", "OMPI_", "JAX_COORDINATOR"))}
   env.update(JAX_PLATFORMS="cpu", PYTHONPATH=str(REPO), PYTHONUNBUFFERED="1")
   tmp.mkdir(parents=True, exist_ok=True)
   procs, files = [], []
@@ -162,6 +163,15 @@ def test_an_unreachable_coordinator_is_a_one_line_error_within_the_timeout(tmp_p
   assert status == 2, err
   assert f"error: no coordinator at 127.0.0.1:{port} after 3 s (" in _one_line(err)
   assert time.monotonic() - start < 3 + 30  # The timeout, plus starting Python and JAX.
+
+
+def test_distributed_without_coordinates_or_cluster_manager_is_a_one_line_error(tmp_path):
+  [(status, _, err)] = _run(tmp_path, [[*RUN, "--workdir", tmp_path / "run", "--distributed"]],
+                            timeout=60)
+  assert status == 2, err
+  line = _one_line(err)
+  assert "error: jax.distributed.initialize: coordinator_address should be defined." in line
+  assert line.endswith("or run under a cluster manager JAX detects, e.g. srun)")
 
 
 @pytest.mark.parametrize("argv,match", [
