@@ -29,6 +29,9 @@ import pytest
 from phaseshift_jax.compat import miniai, minima, torch as torch_optim
 
 STEPS = 3
+# RAdam rectifies from rho_t > 5, i.e. from step 6 (beta2 near 1) or later: its cases run longer,
+# so that eps and beta2 matter.
+RADAM_STEPS = 8
 CHANGE_AT = 1  # the mid-run change of a hyperparameter comes before this step (0-based)
 # float32. Injected hyperparameters are float32 arrays, plain ones Python floats (doubles), so
 # e.g. 1 - beta2 rounds differently (relative 1.3e-5 for beta2 = 0.999, 1e-6 for 0.99): the
@@ -42,6 +45,7 @@ class Case:
   factory: Callable[..., optax.GradientTransformation]
   kwargs: dict
   static_args: tuple = ()
+  steps: int = STEPS
 
   def __str__(self):
     return self.name
@@ -79,6 +83,35 @@ CASES = [
          dict(lr=0.01, betas=BETAS, eps=1e-3, weight_decay=0.2)),
     Case("torch.adamw(amsgrad, maximize)", torch_optim.adamw,
          dict(lr=0.01, betas=BETAS, eps=1e-3, weight_decay=0.2, amsgrad=True, maximize=True)),
+    Case("torch.asgd(lambd, alpha, t0, weight_decay)", torch_optim.asgd,
+         dict(lr=0.05, lambd=0.5, alpha=0.5, t0=1.0, weight_decay=0.1)),
+    Case("torch.asgd(maximize)", torch_optim.asgd,
+         dict(lr=0.05, lambd=0.5, alpha=0.6, weight_decay=0.1, maximize=True)),
+    Case("torch.adadelta(rho, eps, weight_decay)", torch_optim.adadelta,
+         dict(lr=0.5, rho=0.8, eps=1e-3, weight_decay=0.1)),
+    Case("torch.adadelta(maximize)", torch_optim.adadelta,
+         dict(lr=0.5, rho=0.7, eps=1e-2, weight_decay=0.1, maximize=True)),
+    Case("torch.adamax(betas array, eps, weight_decay)", torch_optim.adamax,
+         dict(lr=0.01, betas=BETAS, eps=1e-3, weight_decay=0.1)),
+    Case("torch.adamax(maximize, betas tuple)", torch_optim.adamax,
+         dict(lr=0.01, betas=(0.7, 0.9), eps=1e-3, weight_decay=0.1, maximize=True)),
+    # etas chosen so that halved (``changed``) they are still valid: 0 < 0.3 < 1 < 1.25.
+    Case("torch.rprop(etas array, step_sizes array)", torch_optim.rprop,
+         dict(lr=0.05, etas=jnp.array([0.6, 2.5]), step_sizes=jnp.array([1e-2, 0.3]))),
+    Case("torch.rprop(maximize, tuples)", torch_optim.rprop,
+         dict(lr=0.05, etas=(0.3, 1.5), step_sizes=(1e-3, 0.2), maximize=True)),
+    Case("torch.adam(decoupled_weight_decay, betas array)", torch_optim.adam,
+         dict(lr=0.01, betas=BETAS, eps=1e-3, weight_decay=0.2, decoupled_weight_decay=True)),
+    Case("torch.nadam(betas array, eps, weight_decay, momentum_decay)", torch_optim.nadam,
+         dict(lr=0.01, betas=BETAS, eps=1e-3, weight_decay=0.1, momentum_decay=0.3)),
+    Case("torch.nadam(decoupled_weight_decay, maximize)", torch_optim.nadam,
+         dict(lr=0.01, betas=BETAS, eps=1e-3, weight_decay=0.2, momentum_decay=0.3,
+              decoupled_weight_decay=True, maximize=True)),
+    Case("torch.radam(betas array, eps, weight_decay)", torch_optim.radam,
+         dict(lr=0.01, betas=BETAS, eps=1e-3, weight_decay=0.1), steps=RADAM_STEPS),
+    Case("torch.radam(decoupled_weight_decay, maximize)", torch_optim.radam,
+         dict(lr=0.01, betas=BETAS, eps=1e-3, weight_decay=0.2, decoupled_weight_decay=True,
+              maximize=True), steps=RADAM_STEPS),
     # d >= 2 in every case (a change halves it; torch needs d >= 1); beta2_decay = -3 keeps
     # little of the last second moment, so the RMS of the step exceeds d = 1 and the clip acts.
     Case("torch.adafactor(lr, beta2_decay, d, weight_decay)", torch_optim.adafactor,
@@ -116,6 +149,12 @@ FACTORIES = {
     "torch.rmsprop": torch_optim.rmsprop,
     "torch.adam": torch_optim.adam,
     "torch.adamw": torch_optim.adamw,
+    "torch.asgd": torch_optim.asgd,
+    "torch.adadelta": torch_optim.adadelta,
+    "torch.adamax": torch_optim.adamax,
+    "torch.rprop": torch_optim.rprop,
+    "torch.nadam": torch_optim.nadam,
+    "torch.radam": torch_optim.radam,
     "torch.adafactor": torch_optim.adafactor,
     "torch.muon": torch_optim.muon,
     "torch.lbfgs": torch_optim.lbfgs,
@@ -127,14 +166,19 @@ FACTORIES = {
     "miniai.adam": miniai.adam,
     "miniai.adam_with_annealing": miniai.adam_with_annealing,
 }
-STRUCTURAL = ("nesterov", "amsgrad", "centered", "maximize")
+STRUCTURAL = ("nesterov", "amsgrad", "centered", "maximize", "decoupled_weight_decay")
+# torch's no-op keywords (accepted so that a torch call ports unchanged; no numbers change).
+NO_OP = ("foreach", "fused", "capturable", "differentiable")
 INIT_ONLY = ("initial_accumulator_value",)  # read by init only: a change mid-run does nothing
+# Per factory, the values that a change mid-run does not show in the updates: Rprop reads ``lr``
+# at init only (its initial step size, as torch); ASGD's ``t0`` moves the average only
+# (tests/test_compat_torch_classic.py checks that one).
+NOT_IN_UPDATES = {torch_optim.rprop: ("lr",), torch_optim.asgd: ("t0",)}
 
 
 # Arguments that are not injected numbers, by factory, with the reason.
 NOT_INJECTED = {
-    torch_optim.adafactor: {"eps": "a tuple (None allowed), static",
-                            "foreach": "accepted for torch's signature, no effect"},
+    torch_optim.adafactor: {"eps": "a tuple (None allowed), static"},
     torch_optim.muon: {"ns_coefficients": "a tuple, static", "adjust_lr_fn": "a string"},
     # lbfgs: max_iter and max_eval are injected (loop bounds) in
     # tests/test_compat_torch_lbfgs_muon.py::test_lbfgs_under_inject_hyperparams, which steps it
@@ -149,9 +193,10 @@ NOT_INJECTED = {
 
 
 def numeric_hyperparameters(factory) -> list[str]:
-  """Every argument of ``factory`` but the structural bools and those in ``NOT_INJECTED``."""
+  """Every argument of ``factory`` but the structural bools, torch's no-op keywords and those
+  in ``NOT_INJECTED``."""
   return [name for name in inspect.signature(factory).parameters
-          if name not in STRUCTURAL and name not in NOT_INJECTED.get(factory, {})]
+          if name not in STRUCTURAL + NO_OP and name not in NOT_INJECTED.get(factory, {})]
 
 
 def injected_names(case: Case) -> set[str]:
@@ -179,7 +224,7 @@ def _tree(seed: int, scale: float = 1.0):
 
 
 PARAMS = _tree(0)
-GRADS = [_tree(10 + t, 0.5) for t in range(STEPS)]
+GRADS = [_tree(10 + t, 0.5) for t in range(max(STEPS, RADAM_STEPS))]
 
 
 def assert_trees_close(actual, expected, what: str):
@@ -215,7 +260,7 @@ def run_injected(case: Case, edit=None):
   if case.name not in _INJECTED:
     tx = optax.inject_hyperparams(case.factory, static_args=case.static_args)(**case.kwargs)
     _INJECTED[case.name] = (jax.jit(tx.init), jax.jit(tx.update))
-  return run(None, edit=edit, jitted=_INJECTED[case.name])
+  return run(None, range(case.steps), edit=edit, jitted=_INJECTED[case.name])
 
 
 def argument(case: Case, name: str):
@@ -226,7 +271,7 @@ def argument(case: Case, name: str):
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_injected_matches_plain(case):
-  plain_updates, plain_state, _ = run(case.factory(**case.kwargs))
+  plain_updates, plain_state, _ = run(case.factory(**case.kwargs), range(case.steps))
   updates, state, _ = run_injected(case)
   assert set(state.hyperparams) == injected_names(case)
   for t, (a, e) in enumerate(zip(updates, plain_updates)):
@@ -252,12 +297,13 @@ def test_each_injected_value_matters(case):
     )
     updates, _, _ = run_injected(case, edit=edit)
     after, _, _ = run(
-        case.factory(**{**case.kwargs, name: new}), range(CHANGE_AT, STEPS),
+        case.factory(**{**case.kwargs, name: new}), range(CHANGE_AT, case.steps),
         state=plain_state, params=plain_params,
     )
     for t, (a, e) in enumerate(zip(updates, before + after)):
       assert_trees_close(a, e, f"{name} changed, updates at step {t}")
-    if name in case.kwargs and name not in INIT_ONLY:  # the values chosen to matter
+    unseen = INIT_ONLY + NOT_IN_UPDATES.get(case.factory, ())
+    if name in case.kwargs and name not in unseen:  # the values chosen to matter
       differs = any(
           not np.allclose(np.asarray(a), np.asarray(u), rtol=1e-4, atol=0)
           for a, u in zip(jax.tree.leaves(updates[-1]), jax.tree.leaves(unchanged[-1]))
@@ -343,6 +389,14 @@ def test_batched_hyperparameters_under_vmap():
         (torch_optim.rmsprop, dict(eps=float("nan")), "eps"),
         (torch_optim.adam, dict(betas=jnp.array([0.9, 1.0])), r"betas\[1\]"),
         (torch_optim.adamw, dict(weight_decay=np.float64(-0.1)), "weight_decay"),
+        (torch_optim.asgd, dict(weight_decay=jnp.asarray(-0.1)), "weight_decay"),
+        (torch_optim.adadelta, dict(rho=np.float32(1.5)), "rho"),
+        (torch_optim.adamax, dict(betas=jnp.array([0.9, 1.0])), r"betas\[1\]"),
+        (torch_optim.rprop, dict(etas=jnp.array([0.5, 0.9])), r"etas\[1\]"),
+        (torch_optim.rprop, dict(etas=(0.0, 1.2)), r"etas\[0\]"),
+        (torch_optim.nadam, dict(momentum_decay=jnp.asarray(-0.1)), "momentum_decay"),
+        (torch_optim.nadam, dict(betas=jnp.array([1.0, 0.999])), r"betas\[0\]"),
+        (torch_optim.radam, dict(eps=np.float32(-1e-8)), "eps"),
         (minima.sgd, dict(momentum=jnp.asarray(1.0)), "momentum"),
         (minima.rmsprop, dict(rho=jnp.asarray(-0.1)), "rho"),
         (miniai.adam, dict(lr=0.1, eps=jnp.asarray(-1e-5)), "eps"),
