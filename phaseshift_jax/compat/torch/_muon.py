@@ -12,99 +12,11 @@ import optax
 from phaseshift_jax.compat._common import (
     chain, check_non_negative, concrete_scalar, real_only)
 from phaseshift_jax._checks import check_choice
+from phaseshift_jax.compat.torch import _torch_cpu_bf16 as torch_cpu_bf16
 from phaseshift_jax.compat.torch._adafactor import _torch_lerp
 
 NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)  # torch's defaults (Keller Jordan's quintic)
 ADJUST_LR_FNS = (None, "original", "match_rms_adamw")
-
-
-def _two_sum(x, y):
-  """``(s, e)`` with ``s = fl(x + y)`` and ``s + e = x + y`` exactly (Knuth)."""
-  s = x + y
-  yy = s - x
-  return s, (x - (s - yy)) + (y - yy)
-
-
-def _round_to_bits(x, bits: int):
-  """``x`` (a float array) rounded to ``bits`` significant bits (exact arithmetic in its dtype)."""
-  mantissa, exponent = jnp.frexp(x)
-  return jnp.ldexp(jnp.round(jnp.ldexp(mantissa, bits)), exponent - bits).astype(x.dtype)
-
-
-def _fused(beta: float, c, ab):
-  """``bfloat16(float32(beta * c + ab))`` with one rounding to float32 (torch's CPU ``addmm``).
-
-  torch's bfloat16 ``addmm(c, a, b, beta=beta, alpha=alpha)`` on CPU sums ``a @ b`` in float32
-  (``_addmm_product``), scales it by ``alpha`` in float32 and adds ``beta * c`` with a fused
-  multiply-add, then rounds to bfloat16. In float64 (``jax.enable_x64``) ``beta * c`` (a float32
-  times a bfloat16) and the sum are exact, so one rounding to float32 is the fused one. In
-  float32 ``beta`` is split into a 16-bit head and an 8-bit tail, whose products with the 8-bit
-  ``c`` are exact, and the three terms are added with an error-free ``_two_sum`` (correctly
-  rounded but for rare double roundings).
-  """
-  beta32 = np.float32(beta)
-  if jax.dtypes.canonicalize_dtype(jnp.float64) == jnp.float64:
-    out = jnp.asarray(beta32, jnp.float64) * c.astype(jnp.float64) + ab.astype(jnp.float64)
-    return out.astype(jnp.float32).astype(jnp.bfloat16)
-  head = np.float32(float(np.frexp(beta32)[0] * 2**16).__round__() * 2.0**(np.frexp(beta32)[1] - 16))
-  tail = np.float32(beta32 - head)
-  c = c.astype(jnp.float32)
-  total, error = _two_sum(head * c, ab)
-  return (total + (error + tail * c)).astype(jnp.bfloat16)
-
-
-def _addmm_product(u, v):
-  """``u @ v`` of bfloat16 matrices summed in float32 as torch's CPU ``addmm`` sums it: inner
-  index ``k`` into lane ``k % 4``, each lane in order, then the lanes one after another (the
-  products are exact in float32)."""
-  k = u.shape[1]
-  groups = -(-k // 4)
-  u = jnp.pad(u.astype(jnp.float32), ((0, 0), (0, groups * 4 - k))).reshape(u.shape[0], groups, 4)
-  v = jnp.pad(v.astype(jnp.float32), ((0, groups * 4 - k), (0, 0))).reshape(groups, 4, v.shape[1])
-
-  def body(i, acc):
-    return acc + u[:, i, :].T[:, :, None] * v[i][:, None, :]
-
-  acc = jax.lax.fori_loop(0, groups, body, jnp.zeros((4, u.shape[0], v.shape[2]), jnp.float32))
-  return ((acc[0] + acc[1]) + acc[2]) + acc[3]
-
-
-_LANES = 8  # torch's CPU kernels sum float32 in 8 interleaved lanes, then halve the lanes
-
-
-def _lane_tree(acc):
-  """Sum the leading lane axis of ``acc`` by halving it (lanes 0-3 + 4-7, then 0-1 + 2-3, ...)."""
-  while acc.shape[0] > 1:
-    half = acc.shape[0] // 2
-    acc = acc[:half] + acc[half:]
-  return acc[0]
-
-
-def _lanes(k: int) -> int:
-  return -(-k // _LANES)
-
-
-def _sum_of_squares(x):
-  """The float32 sum of squares of ``x`` (row-major) in torch's order: 8 lanes, then halved."""
-  v = x.astype(jnp.float32).reshape(-1)
-  v = jnp.pad(v, (0, _lanes(v.size) * _LANES - v.size)).reshape(-1, _LANES)
-  acc = jax.lax.fori_loop(0, v.shape[0], lambda i, acc: acc + jnp.square(v[i]),
-                          jnp.zeros((_LANES,), jnp.float32))
-  return _lane_tree(acc)
-
-
-def _gram(x):
-  """``x @ x.T`` summed in float32 in torch's order (8 lanes over the inner index, then halved)."""
-  k = x.shape[1]
-  v = jnp.pad(x.astype(jnp.float32), ((0, 0), (0, _lanes(k) * _LANES - k)))
-  v = v.reshape(x.shape[0], -1, _LANES)  # (rows, groups, lanes)
-
-  def body(i, acc):
-    chunk = v[:, i, :].T  # (lanes, rows)
-    return acc + chunk[:, :, None] * chunk[:, None, :]
-
-  acc = jnp.zeros((_LANES, x.shape[0], x.shape[0]), jnp.float32)
-  return _lane_tree(jax.lax.fori_loop(0, v.shape[1], body, acc))
 
 
 def newton_schulz(x, ns_coefficients=NS_COEFFICIENTS, ns_steps=5, eps=1e-7):
@@ -116,24 +28,24 @@ def newton_schulz(x, ns_coefficients=NS_COEFFICIENTS, ns_steps=5, eps=1e-7):
 
   on the transpose of a tall matrix (so :math:`X X^\top` is the smaller Gram matrix), every
   quantity rounded to bfloat16 where torch rounds it: the norm and the Gram matrix summed in
-  float32 in the order of torch's CPU kernels (``_sum_of_squares``, ``_gram``), the two
-  ``addmm`` products accumulated in float32 and added with one rounding (``_fused``). Returns a
+  float32 in the order of torch's CPU kernels, the two ``addmm`` products accumulated in
+  float32 and added with one rounding (the helpers of ``_torch_cpu_bf16``). Returns a
   bfloat16 matrix of ``x``'s shape. ``ns_steps`` may be traced (a ``lax.fori_loop``).
   """
   a, b, c = (float(v) for v in ns_coefficients)
   tall = x.shape[0] > x.shape[1]
   f32, bf16 = jnp.float32, jnp.bfloat16
   x = x.astype(bf16)
-  norm = jnp.sqrt(_sum_of_squares(x)).astype(bf16)  # over x's own (row-major) layout
+  norm = jnp.sqrt(torch_cpu_bf16.sum_of_squares(x)).astype(bf16)  # over x's own (row-major) layout
   if tall:
     x = x.T
   norm = jnp.maximum(norm.astype(f32), jnp.asarray(eps, f32)).astype(bf16)
   x = (x.astype(f32) / norm.astype(f32)).astype(bf16)
 
   def body(_, x):
-    gram = _gram(x).astype(bf16)
-    poly = _fused(b, gram, np.float32(c) * _addmm_product(gram, gram))
-    return _fused(a, x, _addmm_product(poly, x))
+    gram = torch_cpu_bf16.gram(x).astype(bf16)
+    poly = torch_cpu_bf16.fused(b, gram, np.float32(c) * torch_cpu_bf16.addmm_product(gram, gram))
+    return torch_cpu_bf16.fused(a, x, torch_cpu_bf16.addmm_product(poly, x))
 
   x = jax.lax.fori_loop(0, ns_steps, body, x)
   return x.T if tall else x
@@ -229,8 +141,8 @@ def muon(
   EMA, the iteration is torch's bfloat16 one, the decay is decoupled (default 0.1) and every
   non-matrix leaf is refused.
 
-  Without ``jax.enable_x64`` the fused additions are emulated in float32 (``_fused``), correctly
-  rounded but for rare double roundings. The summation orders are those of torch's CPU kernels
+  Without ``jax.enable_x64`` the fused additions are emulated in float32
+  (``_torch_cpu_bf16.fused``), correctly rounded but for rare double roundings. The summation orders are those of torch's CPU kernels
   for small matrices (measured against them); for large matrices torch may call other kernels.
 
   Args:
@@ -293,8 +205,8 @@ def _torch_step(lr, weight_decay, adjust_lr_fn) -> optax.GradientTransformation:
       decayed = p * shrink
       # torch's add_(u, alpha=step) is one fused multiply-add; u is a bfloat16 value, so with
       # step split into a 16-bit head and its tail both products are exact.
-      head = _round_to_bits(step, 16)
-      total, error = _two_sum(head * u, decayed)
+      head = torch_cpu_bf16.round_to_bits(step, 16)
+      total, error = torch_cpu_bf16.two_sum(head * u, decayed)
       return (total + (error + (step - head) * u)) - p
 
     return (jax.tree.map(one, updates, params),
