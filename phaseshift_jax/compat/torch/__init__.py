@@ -30,6 +30,7 @@ from phaseshift_jax.compat.torch._adagrad import adagrad
 from phaseshift_jax.compat.torch._adam import adam, adamw
 from phaseshift_jax.compat.torch._rmsprop import rmsprop
 from phaseshift_jax.compat.torch._sgd import sgd
+from phaseshift_jax.compat.torch._state_dict import from_torch_state_dict, to_torch_state_dict
 from phaseshift_jax.compat.torch._transforms import scale_by_torch_adagrad, scale_by_torch_amsgrad
 
 __all__ = [
@@ -40,4 +41,6 @@ __all__ = [
     "adamw",
     "scale_by_torch_adagrad",
     "scale_by_torch_amsgrad",
+    "from_torch_state_dict",
+    "to_torch_state_dict",
 ]

@@ -1,0 +1,403 @@
+r"""Continue a ``torch.optim`` run in JAX, and back: ``state_dict()`` <-> the compat optax state.
+
+:func:`from_torch_state_dict` turns a torch optimizer's ``state_dict()`` into the state of the
+matching ``compat.torch`` optimizer, so ``tx.update`` continues where ``optimizer.step()`` left off
+(the same numbers as torch's next steps); :func:`to_torch_state_dict` goes the other way, to a
+dict ``optimizer.load_state_dict`` takes.
+
+Calling convention::
+
+    state = from_torch_state_dict("adam", optimizer.state_dict(), params, lr=1e-3, amsgrad=True)
+    tx = compat.torch.adam(lr=1e-3, amsgrad=True)   # the same keywords
+    updates, state = tx.update(grads, state, params)
+
+* ``params`` is the JAX params tree. Its leaves, in ``jax.tree.leaves`` order, are torch's
+  parameters in the order of the state dict's param groups (``model.parameters()`` for a single
+  group): a list ``[p.detach().numpy() for p in model.parameters()]`` is such a tree; for a dict
+  or another pytree, ``jax.tree.leaves`` order is the rule (a dict's leaves come in sorted key
+  order, not insertion order). Shapes are checked.
+* The keywords are the factory's (torch's names). Each must match every torch param group's
+  value, or a ``ValueError`` names it; all groups must hold the same hyperparameters (one optax
+  transformation has one set). An ``lr`` given as a schedule must give the group's current ``lr``
+  at the step count (so a scheduled run continues: build the schedule from torch's scheduler).
+  ``foreach``, ``capturable``, ``differentiable``, ``fused`` are not compared (no numbers depend
+  on them); a torch group key the factory does not have raises unless it is off (``False``/
+  ``None``).
+* The step count goes into every ``count`` of the chain (``scale_by_adam``'s, the schedules'
+  ``ScaleByScheduleState``, ``sgd``'s dampening switch): every one counts the updates made so far,
+  which is torch's ``step``. ``torch.optim.SGD`` keeps no step: pass ``step=`` (for example the
+  scheduler's ``last_epoch``) where the count matters, i.e. with an ``lr`` schedule; without it
+  the count is 1 once torch holds momentum buffers (for a constant ``lr`` it only tells the first
+  step, undamped in torch, from the later ones) and 0 before. The other way, a state with no
+  count at all (``rmsprop`` with a constant ``lr``: no step enters its rule) needs ``step=``.
+* A buffer torch does not keep for the hyperparameters in use (``momentum_buffer`` with
+  ``momentum=0``, ``grad_avg`` without ``centered``, ...) is the state's initial value here;
+  :func:`to_torch_state_dict` leaves it out, as torch does, and leaves out every parameter's
+  state before the first step (torch's "no state yet"; ``Adagrad`` has its state from the start).
+
+The library does not import torch: a tensor is anything with ``.numpy()`` or ``__array__``, and
+:func:`to_torch_state_dict` returns NumPy arrays unless given ``to_tensor`` (``torch.as_tensor``
+makes ``load_state_dict``-ready tensors). Not covered: ``optax.inject_hyperparams``-wrapped states
+(convert the inner state: ``state.inner_state``) and complex parameters.
+
+Example:
+  >>> import numpy as np, torch
+  >>> from phaseshift_jax.compat import torch as torch_optim
+  >>> model = torch.nn.Linear(3, 2)
+  >>> opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+  >>> model(torch.ones(1, 3)).sum().backward(); opt.step()
+  >>> params = [p.detach().numpy() for p in model.parameters()]
+  >>> state = torch_optim.from_torch_state_dict("adam", opt.state_dict(), params, lr=1e-2)
+  >>> int(state[1].count)
+  1
+  >>> back = torch_optim.to_torch_state_dict("adam", state, params, lr=1e-2,
+  ...                                        to_tensor=torch.as_tensor)
+  >>> opt.load_state_dict(back)
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["from_torch_state_dict", "to_torch_state_dict"]
+
+# torch group keys that select an implementation (no numbers depend on them) or are bookkeeping.
+_NOT_COMPARED = frozenset(
+    {"params", "param_names", "initial_lr", "foreach", "capturable", "differentiable", "fused"})
+
+
+class _Layout(NamedTuple):
+  """How one torch optimizer's per-parameter state maps to the compat optax state.
+
+  ``fields``: torch state key -> optax state field name. ``kept(hyper)``: the torch keys torch
+  keeps for these hyperparameters. ``has_step``: torch keeps ``step``. ``implied``: torch group
+  keys the factory has no argument for, with the only value it stands for.
+  """
+
+  fields: dict
+  kept: Callable[[dict], set]
+  has_step: bool = True
+  implied: dict = {}
+
+
+_ADAM_FIELDS = {"exp_avg": "mu", "exp_avg_sq": "nu", "max_exp_avg_sq": "nu_max"}
+
+
+def _adam_kept(h):
+  return {"exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if h["amsgrad"] else set())
+
+
+_LAYOUTS = {
+    "sgd": _Layout(
+        fields={"momentum_buffer": "trace"},
+        kept=lambda h: {"momentum_buffer"} if h["momentum"] != 0 else set(),
+        has_step=False,
+    ),
+    "adagrad": _Layout(fields={"sum": "sum_of_squares"}, kept=lambda h: {"sum"}),
+    "rmsprop": _Layout(
+        fields={"square_avg": "nu", "grad_avg": "mu", "momentum_buffer": "trace"},
+        kept=lambda h: ({"square_avg"} | ({"grad_avg"} if h["centered"] else set())
+                        | ({"momentum_buffer"} if h["momentum"] > 0 else set())),
+    ),
+    "adam": _Layout(fields=_ADAM_FIELDS, kept=_adam_kept,
+                    implied={"decoupled_weight_decay": False}),
+    "adamw": _Layout(fields=_ADAM_FIELDS, kept=_adam_kept,
+                     implied={"decoupled_weight_decay": True}),
+}
+
+
+def _resolve(optimizer) -> tuple[str, Callable, _Layout]:
+  from phaseshift_jax.compat import torch as compat_torch  # noqa: PLC0415 (import cycle)
+
+  if callable(optimizer):
+    name = getattr(optimizer, "__name__", "")
+  elif isinstance(optimizer, str):
+    name = optimizer.rsplit(".", 1)[-1].lower()
+  else:
+    raise TypeError(f"optimizer must be a name or a compat.torch factory, got {optimizer!r}")
+  factory = getattr(compat_torch, name, None)
+  if factory is None or (callable(optimizer) and factory is not optimizer):
+    raise ValueError(f"{optimizer!r} is not a compat.torch optimizer")
+  if name not in _LAYOUTS:
+    raise NotImplementedError(f"no state_dict conversion for compat.torch.{name} yet")
+  return name, factory, _LAYOUTS[name]
+
+
+def _to_numpy(value) -> np.ndarray:
+  """A torch tensor (or anything with ``.numpy()`` / ``__array__``) as a NumPy array."""
+  for method in ("detach", "cpu"):
+    if hasattr(value, method):
+      value = getattr(value, method)()
+  if hasattr(value, "numpy"):
+    value = value.numpy()
+  return np.asarray(value)
+
+
+def _plain(value):
+  """A group value as a Python number (a 0-d tensor becomes a float), tuples elementwise."""
+  if isinstance(value, (tuple, list)):
+    return tuple(_plain(v) for v in value)
+  if isinstance(value, (bool, str, type(None))) or callable(value):
+    return value
+  if isinstance(value, (int, float)):
+    return value
+  array = _to_numpy(value)
+  return array.item() if array.ndim == 0 else value
+
+
+def _hyperparameters(name: str, factory, kwargs: dict) -> dict:
+  signature = inspect.signature(factory).parameters
+  unknown = set(kwargs) - set(signature)
+  if unknown:
+    raise TypeError(f"compat.torch.{name} has no argument(s) {sorted(unknown)}")
+  return {k: kwargs.get(k, p.default) for k, p in signature.items()}
+
+
+def _same(a, b, rel_tol: float = 0.0) -> bool:
+  a, b = _plain(a), _plain(b)
+  if isinstance(a, tuple) or isinstance(b, tuple):
+    return (isinstance(a, tuple) and isinstance(b, tuple) and len(a) == len(b)
+            and all(_same(x, y, rel_tol) for x, y in zip(a, b)))
+  if isinstance(a, bool) or isinstance(b, bool) or not isinstance(a, (int, float)):
+    return a == b
+  return math.isclose(float(a), float(b), rel_tol=rel_tol, abs_tol=0.0) if rel_tol else (
+      float(a) == float(b))
+
+
+def _check_groups(name: str, layout: _Layout, groups: list, hyper: dict, step: int) -> None:
+  if not groups:
+    raise ValueError("the state dict has no param_groups")
+  first = groups[0]
+  for i, group in enumerate(groups[1:], start=1):
+    for key in set(first) | set(group):
+      if key in _NOT_COMPARED:
+        continue
+      if not _same(first.get(key), group.get(key)):
+        raise ValueError(
+            f"torch param groups 0 and {i} differ in {key!r} ({first.get(key)!r} vs "
+            f"{group.get(key)!r}): compat.torch.{name} takes one set of hyperparameters "
+            "(convert each group's parameters separately, e.g. for optax.partition)")
+  for key, value in first.items():
+    if key in _NOT_COMPARED:
+      continue
+    if key in hyper:
+      expected = hyper[key]
+      if key == "lr" and callable(expected):
+        expected, rel_tol = float(expected(step)), 1e-9
+      else:
+        rel_tol = 0.0
+      if not _same(value, expected, rel_tol):
+        raise ValueError(
+            f"torch param group has {key}={_plain(value)!r}, compat.torch.{name} was given "
+            f"{key}={expected!r}" + (f" (the lr schedule at step {step})" if rel_tol else ""))
+    elif key in layout.implied:
+      if not _same(value, layout.implied[key]):
+        raise ValueError(
+            f"torch param group has {key}={_plain(value)!r}, which compat.torch.{name} does "
+            f"not do ({key}={layout.implied[key]!r} only)")
+    elif value not in (False, None):
+      raise ValueError(
+          f"torch param group has {key}={_plain(value)!r}, which compat.torch.{name} has no "
+          "argument for")
+
+
+_RECURSE = object()
+
+
+def _walk(state, replace: Callable[[str, Any], Any]):
+  """``state`` with each NamedTuple field ``f`` set to ``replace(f, value)``; where that returns
+  ``_RECURSE``, the field's value is walked in turn."""
+  if isinstance(state, tuple) and hasattr(state, "_fields"):
+    values = []
+    for field, value in zip(state._fields, state):
+      new = replace(field, value)
+      values.append(_walk(value, replace) if new is _RECURSE else new)
+    return type(state)(*values)
+  if isinstance(state, (tuple, list)):
+    return type(state)(_walk(v, replace) for v in state)
+  return state
+
+
+def _fields(state) -> list:
+  """``(field, value)`` for every NamedTuple field in ``state``, depth first."""
+  out = []
+  if isinstance(state, tuple) and hasattr(state, "_fields"):
+    for f, v in zip(state._fields, state):
+      out.append((f, v))
+      out += _fields(v)
+  elif isinstance(state, (tuple, list)):
+    for v in state:
+      out += _fields(v)
+  return out
+
+
+def _check_fields(name: str, layout: _Layout, state, params) -> None:
+  """Every params-shaped field of ``state`` is mapped, and a mapped field occurs once."""
+  treedef = jax.tree.structure(params)
+  mapped = set(layout.fields.values())
+  seen = []
+  for field, value in _fields(state):
+    if field in mapped:
+      seen.append(field)
+      continue
+    try:
+      params_shaped = jax.tree.structure(value) == treedef and bool(jax.tree.leaves(value))
+    except Exception:  # noqa: BLE001 - a value that is no tree is not params-shaped
+      params_shaped = False
+    if params_shaped:
+      raise NotImplementedError(
+          f"compat.torch.{name}'s state field {field!r} has no torch counterpart in the "
+          "conversion")
+  duplicated = {f for f in seen if seen.count(f) > 1}
+  if duplicated:
+    raise NotImplementedError(f"fields {sorted(duplicated)} occur twice in the state")
+
+
+def _torch_index_order(groups: list) -> list:
+  return [index for group in groups for index in group["params"]]
+
+
+def from_torch_state_dict(optimizer, state_dict: dict, params, *, step: int | None = None,
+                          **factory_kwargs):
+  """The ``compat.torch`` optimizer state equal to a torch optimizer's ``state_dict()``.
+
+  Args:
+    optimizer: the compat.torch factory (``compat.torch.adam``) or its name (``"adam"``,
+      ``"Adam"``, ``"torch.optim.Adam"``).
+    state_dict: ``torch_optimizer.state_dict()`` (tensors are read through ``.numpy()`` /
+      ``__array__``).
+    params: the JAX params tree; its ``jax.tree.leaves`` are torch's parameters in order.
+    step: the step count, for an optimizer whose torch state has none (``SGD``); checked
+      against torch's ``step`` where there is one.
+    **factory_kwargs: the factory's keywords, as the optimizer will be built.
+
+  Returns:
+    ``factory(**factory_kwargs).init(params)`` with torch's buffers and step count in it.
+  """
+  name, factory, layout = _resolve(optimizer)
+  hyper = _hyperparameters(name, factory, factory_kwargs)
+  groups = state_dict["param_groups"]
+  order = _torch_index_order(groups)
+  leaves, treedef = jax.tree.flatten(params)
+  if len(order) != len(leaves):
+    raise ValueError(f"the state dict has {len(order)} parameters, params has {len(leaves)}")
+  per_param = state_dict.get("state", {})
+  entries = [per_param.get(i, {}) for i in order]
+  started = [bool(e) for e in entries]
+  if any(started) and not all(started):
+    raise ValueError("torch holds state for some parameters only (some had no gradient); "
+                     "compat.torch steps every parameter")
+
+  steps = {float(_plain(e["step"])) for e in entries if "step" in e}
+  if len(steps) > 1:
+    raise ValueError(f"torch's parameters are at different steps {sorted(steps)}")
+  if steps:
+    (torch_step,) = steps
+    if step is not None and step != torch_step:
+      raise ValueError(f"step={step} but torch's state is at step {int(torch_step)}")
+    count = int(torch_step)
+  elif step is not None:
+    count = int(step)
+  elif callable(hyper.get("lr")) and any(started):
+    raise ValueError(f"torch.optim.{name} keeps no step count and lr is a schedule: pass step=")
+  else:
+    count = 1 if any(started) else 0
+  _check_groups(name, layout, groups, hyper, count)
+
+  state = factory(**factory_kwargs).init(params)
+  _check_fields(name, layout, state, params)
+  kept = layout.kept(hyper) if any(started) else set()
+  missing = {k for k in kept for e in entries if k not in e or e[k] is None}
+  if missing:
+    raise ValueError(f"torch's state lacks {sorted(missing)} for these hyperparameters")
+
+  def field_value(torch_key, current):
+    current_leaves = jax.tree.leaves(current)
+    values = []
+    for i, (entry, leaf, ours) in enumerate(zip(entries, leaves, current_leaves)):
+      array = _to_numpy(entry[torch_key])
+      if array.shape != np.shape(leaf):
+        raise ValueError(f"torch parameter {order[i]} has shape {array.shape} for "
+                         f"{torch_key!r}, params leaf {i} has shape {np.shape(leaf)}")
+      values.append(jnp.asarray(array, dtype=ours.dtype))
+    return jax.tree.unflatten(treedef, values)
+
+  by_field = {v: k for k, v in layout.fields.items()}
+
+  def replace(field, value):
+    if field == "count":
+      return jnp.asarray(count, dtype=value.dtype)
+    torch_key = by_field.get(field)
+    if torch_key is not None:
+      return field_value(torch_key, value) if torch_key in kept else value
+    return _RECURSE
+
+  return _walk(state, replace)
+
+
+def to_torch_state_dict(optimizer, opt_state, params, *, step: int | None = None,
+                        to_tensor: Callable[[np.ndarray], Any] | None = None, **factory_kwargs):
+  """A torch ``state_dict()`` equal to a ``compat.torch`` optimizer state (the inverse).
+
+  Args:
+    optimizer: the compat.torch factory or its name, as in :func:`from_torch_state_dict`.
+    opt_state: the state of ``factory(**factory_kwargs)`` for ``params``.
+    params: the JAX params tree (its ``jax.tree.leaves`` order is torch's parameter order).
+    step: the number of steps taken, for a state that keeps no count (``rmsprop`` with a
+      constant ``lr``: its rule needs none, torch's state has one); checked where it has one.
+    to_tensor: applied to every array (NumPy); ``torch.as_tensor`` gives a dict that
+      ``torch_optimizer.load_state_dict`` takes. Default: NumPy arrays.
+    **factory_kwargs: the factory's keywords.
+
+  Returns:
+    ``{"state": {i: {...}}, "param_groups": [{hyperparameters, "params": [0, ..., n-1]}]}``,
+    torch's layout: ``step`` (float32, as torch keeps it) where torch has one, the buffers torch
+    keeps for these hyperparameters, no per-parameter entry before the first step. ``lr`` is a
+    float (a schedule's value at the step count).
+  """
+  name, factory, layout = _resolve(optimizer)
+  hyper = _hyperparameters(name, factory, factory_kwargs)
+  convert = to_tensor if to_tensor is not None else (lambda a: a)
+  leaves = jax.tree.leaves(params)
+  _check_fields(name, layout, opt_state, params)
+  fields = dict(_fields(opt_state))
+  counts = {int(v) for f, v in _fields(opt_state) if f == "count"}
+  if len(counts) > 1:
+    raise ValueError(f"the state's counts differ: {sorted(counts)}")
+  if counts:
+    count = counts.pop()
+    if step is not None and step != count:
+      raise ValueError(f"step={step} but the state's count is {count}")
+  elif step is not None:
+    count = int(step)
+  else:
+    raise ValueError(f"this compat.torch.{name} state keeps no step count (its rule needs "
+                     "none): pass step=, the number of steps taken")
+
+  group = {}
+  for key, value in hyper.items():
+    if key == "lr" and callable(value):
+      value = float(value(count))
+    group[key] = value
+  for key, value in layout.implied.items():
+    group.setdefault(key, value)
+  group["params"] = list(range(len(leaves)))
+
+  kept = layout.kept(hyper)
+  started = count > 0 or (name == "adagrad")
+  state = {}
+  if started:
+    for i in range(len(leaves)):
+      entry = {}
+      if layout.has_step:
+        entry["step"] = convert(np.asarray(count, dtype=np.float32))
+      for torch_key in sorted(kept):
+        entry[torch_key] = convert(np.array(jax.tree.leaves(fields[layout.fields[torch_key]])[i]))
+      state[i] = entry
+  return {"state": state, "param_groups": [group]}

@@ -1,0 +1,242 @@
+"""compat.torch.from_torch_state_dict / to_torch_state_dict: continue a torch run in JAX, and back.
+
+For every compat.torch optimizer: 50 steps in torch on the harness's MLP (float64), convert its
+``state_dict()``, then 50 more steps in torch and in JAX from the converted state: the parameters
+agree to 1e-10. And torch -> ours -> torch gives torch's state dict back, which a fresh torch
+optimizer loads and continues with exactly as the original does.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import torch
+
+from phaseshift_jax.compat import torch as ours
+from tests.crosscheck.harness import _batches, _jax_grad, _single_torch_thread, _torch_model
+
+O = torch.optim
+STEPS = 50
+TOLERANCE = 1e-10
+
+# (torch class, compat.torch factory name, keywords) covering each state key torch keeps.
+CASES = {
+    "sgd()": (O.SGD, "sgd", dict(lr=0.05)),
+    "sgd(momentum, dampening, weight_decay)": (
+        O.SGD, "sgd", dict(lr=0.05, momentum=0.9, dampening=0.5, weight_decay=0.01)),
+    "sgd(nesterov, maximize)": (
+        O.SGD, "sgd", dict(lr=0.01, momentum=0.9, nesterov=True, maximize=True)),
+    "adagrad(lr_decay, weight_decay, initial_accumulator_value)": (
+        O.Adagrad, "adagrad",
+        dict(lr=0.05, lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.1)),
+    "rmsprop()": (O.RMSprop, "rmsprop", dict()),
+    "rmsprop(centered, momentum, weight_decay)": (
+        O.RMSprop, "rmsprop", dict(lr=1e-3, momentum=0.5, centered=True, weight_decay=0.01)),
+    "adam()": (O.Adam, "adam", dict()),
+    "adam(betas, weight_decay, amsgrad)": (
+        O.Adam, "adam", dict(lr=2e-3, betas=(0.8, 0.99), weight_decay=0.01, amsgrad=True)),
+    "adamw(amsgrad, maximize)": (
+        O.AdamW, "adamw", dict(lr=1e-3, weight_decay=0.1, amsgrad=True, maximize=True)),
+}
+
+
+class TorchRun:
+  """torch's MLP (float64) and an optimizer, stepped as the cross-check harness steps them."""
+
+  def __init__(self, cls, kwargs, schedulers=()):
+    torch.manual_seed(0)
+    self.net = _torch_model("mlp").to(torch.float64)
+    self.params = list(self.net.parameters())
+    self.optimizer = cls(self.params, **kwargs)
+    self.schedulers = [make(self.optimizer) for make in schedulers]
+    self.batches = [(torch.tensor(x), torch.tensor(y)) for x, y in _batches("mlp", 0)]
+    self.t = 0
+
+  def steps(self, n):
+    with _single_torch_thread():
+      for _ in range(n):
+        x, y = self.batches[self.t % len(self.batches)]
+        loss = torch.nn.functional.cross_entropy(self.net(x), y)
+        for p, g in zip(self.params, torch.autograd.grad(loss, self.params)):
+          p.grad = g
+        self.optimizer.step()
+        for scheduler in self.schedulers:
+          scheduler.step()
+        self.t += 1
+    return self
+
+  def numpy_params(self):
+    return [p.detach().numpy().copy() for p in self.params]
+
+
+def jax_steps(tx, state, params, start, n):
+  """``n`` steps of ``tx`` from ``state`` on the MLP's batches ``start``, ``start + 1``, ..."""
+  grad_fn = _jax_grad("mlp", "float64")
+  batches = [(jnp.asarray(x), jnp.asarray(y, jnp.int32)) for x, y in _batches("mlp", 0)]
+
+  @jax.jit
+  def step(params, state, x, y):
+    updates, state = tx.update(grad_fn(params, x, y), state, params)
+    return optax.apply_updates(params, updates), state
+
+  for t in range(start, start + n):
+    params, state = step(params, state, *batches[t % len(batches)])
+  return [np.asarray(p) for p in params], state
+
+
+def _step(name, kwargs, steps):
+  """``step=`` for to_torch_state_dict where the state keeps no count (rmsprop, constant lr)."""
+  return steps if name == "rmsprop" and not callable(kwargs.get("lr")) else None
+
+
+def max_diff(a, b):
+  return max(float(np.max(np.abs(np.asarray(u) - np.asarray(v)))) for u, v in zip(a, b))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_torch_run_continues_in_jax(case):
+  cls, name, kwargs = CASES[case]
+  run = TorchRun(cls, kwargs).steps(STEPS)
+  state_dict = copy.deepcopy(run.optimizer.state_dict())
+  middle = run.numpy_params()
+  expected = run.steps(STEPS).numpy_params()
+  with jax.enable_x64(True):
+    params = [jnp.asarray(p) for p in middle]
+    state = ours.from_torch_state_dict(name, state_dict, params, **kwargs)
+    got, _ = jax_steps(getattr(ours, name)(**kwargs), state, params, STEPS, STEPS)
+  assert max_diff(expected, got) <= TOLERANCE
+
+
+def _assert_state_dicts_equal(ours_dict, torch_dict):
+  assert set(ours_dict["state"]) == set(torch_dict["state"])
+  for index, entry in torch_dict["state"].items():
+    mine = ours_dict["state"][index]
+    assert set(mine) == {k for k, v in entry.items() if v is not None}, index
+    for key, value in mine.items():
+      assert value.dtype == entry[key].dtype, (index, key)
+      assert torch.equal(value, entry[key]), (index, key)
+  (group,) = torch_dict["param_groups"]
+  (mine,) = ours_dict["param_groups"]
+  assert mine["params"] == group["params"]
+  for key, value in mine.items():
+    assert value == group[key], key
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_round_trip(case):
+  cls, name, kwargs = CASES[case]
+  run = TorchRun(cls, kwargs).steps(STEPS)
+  state_dict = copy.deepcopy(run.optimizer.state_dict())
+  middle = run.numpy_params()
+  with jax.enable_x64(True):
+    params = [jnp.asarray(p) for p in middle]
+    state = ours.from_torch_state_dict(name, state_dict, params, **kwargs)
+    back = ours.to_torch_state_dict(name, state, params, step=_step(name, kwargs, STEPS),
+                                    to_tensor=torch.as_tensor, **kwargs)
+  _assert_state_dicts_equal(back, state_dict)
+  # A fresh torch optimizer loads it and continues exactly as the original.
+  fresh = TorchRun(cls, kwargs)
+  with torch.no_grad():
+    for p, value in zip(fresh.params, middle):
+      p.copy_(torch.from_numpy(value))
+  fresh.optimizer.load_state_dict(back)
+  fresh.t = STEPS
+  assert max_diff(run.steps(STEPS).numpy_params(), fresh.steps(STEPS).numpy_params()) == 0.0
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_before_the_first_step(case):
+  """A fresh torch optimizer converts to ``init``'s state, and ``init``'s state back to it."""
+  cls, name, kwargs = CASES[case]
+  run = TorchRun(cls, kwargs)
+  with jax.enable_x64(True):
+    params = [jnp.asarray(p) for p in run.numpy_params()]
+    state = ours.from_torch_state_dict(name, run.optimizer.state_dict(), params, **kwargs)
+    init = getattr(ours, name)(**kwargs).init(params)
+    assert jax.tree.structure(state) == jax.tree.structure(init)
+    for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(init)):
+      assert a.dtype == b.dtype and np.array_equal(a, b)
+    back = ours.to_torch_state_dict(name, init, params, step=_step(name, kwargs, 0),
+                                    to_tensor=torch.as_tensor, **kwargs)
+  _assert_state_dicts_equal(back, run.optimizer.state_dict())
+
+
+def _step_lr(base_lr, step_size, gamma):
+  """StepLR's rate at count ``t`` (the JAX schedule of a torch StepLR)."""
+  return lambda count: base_lr * gamma ** (jnp.asarray(count, float) // step_size)
+
+
+@pytest.mark.parametrize("cls, name, kwargs", [
+    (O.Adam, "adam", dict(lr=1e-2, amsgrad=True)),
+    (O.SGD, "sgd", dict(lr=0.05, momentum=0.9)),
+])
+def test_scheduled_run_continues(cls, name, kwargs):
+  """With a StepLR: ``lr`` given as its schedule continues at torch's step count."""
+  run = TorchRun(cls, kwargs, [lambda o: O.lr_scheduler.StepLR(o, step_size=10, gamma=0.5)])
+  run.steps(STEPS)
+  state_dict = copy.deepcopy(run.optimizer.state_dict())
+  last_epoch = run.schedulers[0].last_epoch
+  middle = run.numpy_params()
+  expected = run.steps(STEPS).numpy_params()
+  schedule_kwargs = {**kwargs, "lr": _step_lr(kwargs["lr"], 10, 0.5)}
+  with jax.enable_x64(True):
+    params = [jnp.asarray(p) for p in middle]
+    step = None if name != "sgd" else last_epoch  # SGD keeps no step count
+    state = ours.from_torch_state_dict(name, state_dict, params, step=step, **schedule_kwargs)
+    got, _ = jax_steps(getattr(ours, name)(**schedule_kwargs), state, params, STEPS, STEPS)
+  assert max_diff(expected, got) <= TOLERANCE
+
+
+def test_every_optimizer_has_a_case():
+  optimizers = {n for n in ours.__all__ if n.islower() and not n.startswith("scale_by_")
+                and not n.endswith("_state_dict")}
+  assert optimizers == {name for _, name, _ in CASES.values()}
+
+
+@pytest.fixture
+def adam_after_steps():
+  run = TorchRun(O.Adam, dict(lr=1e-3, amsgrad=True)).steps(3)
+  with jax.enable_x64(True):
+    yield run, [jnp.asarray(p) for p in run.numpy_params()]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(lr=1e-2, amsgrad=True), "lr=0.001"),
+    (dict(lr=1e-3), "amsgrad=True"),
+    (dict(lr=1e-3, amsgrad=True, betas=(0.9, 0.99)), "betas"),
+    (dict(lr=lambda count: 1e-2, amsgrad=True), "schedule at step 3"),
+])
+def test_hyperparameter_mismatch_is_named(adam_after_steps, kwargs, message):
+  run, params = adam_after_steps
+  with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    ours.from_torch_state_dict("adam", run.optimizer.state_dict(), params, **kwargs)
+
+
+def test_structure_errors(adam_after_steps):
+  run, params = adam_after_steps
+  state_dict = run.optimizer.state_dict()
+  with pytest.raises(ValueError, match="4 parameters, params has 3"):
+    ours.from_torch_state_dict("adam", state_dict, params[:3], amsgrad=True)
+  with pytest.raises(ValueError, match="shape"):
+    ours.from_torch_state_dict("adam", state_dict, params[::-1], amsgrad=True)
+  with pytest.raises(ValueError, match="not a compat.torch optimizer"):
+    ours.from_torch_state_dict("sparseadam", state_dict, params)
+  with pytest.raises(ValueError, match="decoupled_weight_decay=False"):
+    ours.from_torch_state_dict("adamw", state_dict, params, amsgrad=True, weight_decay=0.0)
+  two_groups = O.Adam([{"params": run.params[:2]}, {"params": run.params[2:], "lr": 0.1}])
+  with pytest.raises(ValueError, match="differ in 'lr'"):
+    ours.from_torch_state_dict("adam", two_groups.state_dict(), params)
+
+
+def test_sgd_schedule_needs_a_step():
+  run = TorchRun(O.SGD, dict(lr=0.1, momentum=0.9)).steps(2)
+  with jax.enable_x64(True):
+    params = [jnp.asarray(p) for p in run.numpy_params()]
+    with pytest.raises(ValueError, match="step="):
+      ours.from_torch_state_dict("sgd", run.optimizer.state_dict(), params,
+                                 lr=lambda count: 0.1, momentum=0.9)
