@@ -18,7 +18,13 @@ import pytest
 import torch
 
 from phaseshift_jax.compat import torch as ours
-from tests.crosscheck.harness import _batches, _jax_grad, _single_torch_thread, _torch_model
+from tests.crosscheck.harness import (
+  _batches,
+  _jax_grad,
+  _single_torch_thread,
+  _torch_model,
+)
+from tests.crosscheck.optim_db import compat_torch_optimizers
 
 O = torch.optim
 STEPS = 50
@@ -42,7 +48,39 @@ CASES = {
         O.Adam, "adam", dict(lr=2e-3, betas=(0.8, 0.99), weight_decay=0.01, amsgrad=True)),
     "adamw(amsgrad, maximize)": (
         O.AdamW, "adamw", dict(lr=1e-3, weight_decay=0.1, amsgrad=True, maximize=True)),
+    "asgd(lambd, t0, weight_decay)": (
+        O.ASGD, "asgd", dict(lr=0.01, lambd=1e-3, t0=10.0, weight_decay=0.01)),
+    "adadelta(rho, weight_decay)": (
+        O.Adadelta, "adadelta", dict(lr=1.0, rho=0.8, weight_decay=0.01)),
+    "adamax(weight_decay)": (O.Adamax, "adamax", dict(lr=2e-3, weight_decay=0.01)),
+    "rprop(etas, step_sizes)": (
+        O.Rprop, "rprop", dict(lr=0.01, etas=(0.4, 1.3), step_sizes=(1e-5, 1.0))),
+    "nadam(momentum_decay, decoupled_weight_decay)": (
+        O.NAdam, "nadam",
+        dict(lr=2e-3, weight_decay=0.01, momentum_decay=0.006, decoupled_weight_decay=True)),
+    "radam(decoupled_weight_decay)": (
+        O.RAdam, "radam", dict(lr=1e-3, weight_decay=0.01, decoupled_weight_decay=True)),
+    "adafactor(weight_decay)": (O.Adafactor, "adafactor", dict(lr=1e-2, weight_decay=0.01)),
 }
+# Factories other helpers are building; remove a name when it lands on main (the strict xfail
+# then fails, as a reminder). Only a missing factory is expected to fail.
+PENDING = {"asgd", "adadelta", "adamax", "rprop", "nadam", "radam", "adafactor"}
+
+
+class NoCounterpart(AssertionError):
+  pass
+
+
+def _factory(name):
+  if not hasattr(ours, name):
+    raise NoCounterpart(f"no compat.torch.{name} yet")
+  return getattr(ours, name)
+
+
+def _cases():
+  return [pytest.param(case, id=case, marks=[pytest.mark.xfail(
+              strict=True, raises=NoCounterpart, reason="not built yet")]
+              if CASES[case][1] in PENDING else []) for case in CASES]
 
 
 class TorchRun:
@@ -89,18 +127,14 @@ def jax_steps(tx, state, params, start, n):
   return [np.asarray(p) for p in params], state
 
 
-def _step(name, kwargs, steps):
-  """``step=`` for to_torch_state_dict where the state keeps no count (rmsprop, constant lr)."""
-  return steps if name == "rmsprop" and not callable(kwargs.get("lr")) else None
-
-
 def max_diff(a, b):
   return max(float(np.max(np.abs(np.asarray(u) - np.asarray(v)))) for u, v in zip(a, b))
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", _cases())
 def test_torch_run_continues_in_jax(case):
   cls, name, kwargs = CASES[case]
+  factory = _factory(name)
   run = TorchRun(cls, kwargs).steps(STEPS)
   state_dict = copy.deepcopy(run.optimizer.state_dict())
   middle = run.numpy_params()
@@ -108,7 +142,7 @@ def test_torch_run_continues_in_jax(case):
   with jax.enable_x64(True):
     params = [jnp.asarray(p) for p in middle]
     state = ours.from_torch_state_dict(name, state_dict, params, **kwargs)
-    got, _ = jax_steps(getattr(ours, name)(**kwargs), state, params, STEPS, STEPS)
+    got, _ = jax_steps(factory(**kwargs), state, params, STEPS, STEPS)
   assert max_diff(expected, got) <= TOLERANCE
 
 
@@ -127,16 +161,17 @@ def _assert_state_dicts_equal(ours_dict, torch_dict):
     assert value == group[key], key
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", _cases())
 def test_round_trip(case):
   cls, name, kwargs = CASES[case]
+  _factory(name)
   run = TorchRun(cls, kwargs).steps(STEPS)
   state_dict = copy.deepcopy(run.optimizer.state_dict())
   middle = run.numpy_params()
   with jax.enable_x64(True):
     params = [jnp.asarray(p) for p in middle]
     state = ours.from_torch_state_dict(name, state_dict, params, **kwargs)
-    back = ours.to_torch_state_dict(name, state, params, step=_step(name, kwargs, STEPS),
+    back = ours.to_torch_state_dict(name, state, params, step=STEPS,
                                     to_tensor=torch.as_tensor, **kwargs)
   _assert_state_dicts_equal(back, state_dict)
   # A fresh torch optimizer loads it and continues exactly as the original.
@@ -149,19 +184,20 @@ def test_round_trip(case):
   assert max_diff(run.steps(STEPS).numpy_params(), fresh.steps(STEPS).numpy_params()) == 0.0
 
 
-@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("case", _cases())
 def test_before_the_first_step(case):
   """A fresh torch optimizer converts to ``init``'s state, and ``init``'s state back to it."""
   cls, name, kwargs = CASES[case]
+  factory = _factory(name)
   run = TorchRun(cls, kwargs)
   with jax.enable_x64(True):
     params = [jnp.asarray(p) for p in run.numpy_params()]
     state = ours.from_torch_state_dict(name, run.optimizer.state_dict(), params, **kwargs)
-    init = getattr(ours, name)(**kwargs).init(params)
+    init = factory(**kwargs).init(params)
     assert jax.tree.structure(state) == jax.tree.structure(init)
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(init)):
       assert a.dtype == b.dtype and np.array_equal(a, b)
-    back = ours.to_torch_state_dict(name, init, params, step=_step(name, kwargs, 0),
+    back = ours.to_torch_state_dict(name, init, params, step=0,
                                     to_tensor=torch.as_tensor, **kwargs)
   _assert_state_dicts_equal(back, run.optimizer.state_dict())
 
@@ -193,9 +229,7 @@ def test_scheduled_run_continues(cls, name, kwargs):
 
 
 def test_every_optimizer_has_a_case():
-  optimizers = {n for n in ours.__all__ if n.islower() and not n.startswith("scale_by_")
-                and not n.endswith("_state_dict")}
-  assert optimizers == {name for _, name, _ in CASES.values()}
+  assert compat_torch_optimizers() == {name for _, name, _ in CASES.values()} - PENDING
 
 
 @pytest.fixture
@@ -240,3 +274,15 @@ def test_sgd_schedule_needs_a_step():
     with pytest.raises(ValueError, match="step="):
       ours.from_torch_state_dict("sgd", run.optimizer.state_dict(), params,
                                  lr=lambda count: 0.1, momentum=0.9)
+
+
+def test_stateless_count_needs_a_step():
+  """rmsprop with a constant lr keeps no count (its rule needs none); torch's state has a step."""
+  run = TorchRun(O.RMSprop, dict()).steps(2)
+  with jax.enable_x64(True):
+    params = [jnp.asarray(p) for p in run.numpy_params()]
+    state = ours.from_torch_state_dict("rmsprop", run.optimizer.state_dict(), params)
+    with pytest.raises(ValueError, match="step="):
+      ours.to_torch_state_dict("rmsprop", state, params)
+    back = ours.to_torch_state_dict("rmsprop", state, params, step=2, to_tensor=torch.as_tensor)
+  _assert_state_dicts_equal(back, run.optimizer.state_dict())

@@ -44,6 +44,19 @@ from tests.crosscheck.harness import (
 IMPL_FLAGS = ("foreach", "capturable", "differentiable", "fused")
 
 
+def compat_torch_optimizers() -> set:
+  """The optimizer factories of ``compat.torch``: its public callables with an ``lr`` argument
+  (the other names are building blocks and helpers)."""
+  from phaseshift_jax.compat import torch as compat_torch
+
+  names = set()
+  for name in compat_torch.__all__:
+    value = getattr(compat_torch, name)
+    if inspect.isfunction(value) and "lr" in inspect.signature(value).parameters:
+      names.add(name)
+  return names
+
+
 def plain_kwargs(kwargs: dict) -> dict:
   """torch's kwargs with tensors as Python numbers (a tensor ``lr`` becomes a float)."""
   def plain(value):

@@ -59,7 +59,9 @@ from __future__ import annotations
 
 import inspect
 import math
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -75,45 +77,76 @@ _NOT_COMPARED = frozenset(
 class _Layout(NamedTuple):
   """How one torch optimizer's per-parameter state maps to the compat optax state.
 
-  ``fields``: torch state key -> optax state field name. ``kept(hyper)``: the torch keys torch
-  keeps for these hyperparameters. ``has_step``: torch keeps ``step``. ``implied``: torch group
-  keys the factory has no argument for, with the only value it stands for.
+  ``fields``: torch state key -> optax state field holding a params-shaped tree.
+  ``kept(hyper, ndim)``: the keys of ``fields`` torch keeps for a parameter of ``ndim``
+  dimensions under these hyperparameters (the rest stay at their initial value here).
+  ``scalars``: torch state key -> optax field holding one scalar, torch's per-parameter copies
+  of which are all equal. ``has_step``: torch keeps ``step``. ``from_start``: torch creates the
+  state at construction (before any step). ``implied``: torch group keys the factory has no
+  argument for, with the only value it stands for.
   """
 
   fields: dict
-  kept: Callable[[dict], set]
+  kept: Callable[[dict, int], set]
+  scalars: Mapping = MappingProxyType({})
   has_step: bool = True
-  implied: dict = {}
+  from_start: bool = False
+  implied: Mapping = MappingProxyType({})
+
+
+def _always(*keys):
+  return lambda hyper, ndim: set(keys)
 
 
 _ADAM_FIELDS = {"exp_avg": "mu", "exp_avg_sq": "nu", "max_exp_avg_sq": "nu_max"}
 
 
-def _adam_kept(h):
-  return {"exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if h["amsgrad"] else set())
+def _adam_kept(hyper, ndim):
+  return {"exp_avg", "exp_avg_sq"} | ({"max_exp_avg_sq"} if hyper["amsgrad"] else set())
+
+
+def _rmsprop_kept(hyper, ndim):
+  return ({"square_avg"} | ({"grad_avg"} if hyper["centered"] else set())
+          | ({"momentum_buffer"} if hyper["momentum"] > 0 else set()))
+
+
+def _adafactor_kept(hyper, ndim):
+  return {"row_var", "col_var"} if ndim >= 2 else {"variance"}
 
 
 _LAYOUTS = {
     "sgd": _Layout(
         fields={"momentum_buffer": "trace"},
-        kept=lambda h: {"momentum_buffer"} if h["momentum"] != 0 else set(),
-        has_step=False,
-    ),
-    "adagrad": _Layout(fields={"sum": "sum_of_squares"}, kept=lambda h: {"sum"}),
+        kept=lambda hyper, ndim: {"momentum_buffer"} if hyper["momentum"] != 0 else set(),
+        has_step=False),
+    "adagrad": _Layout(fields={"sum": "sum_of_squares"}, kept=_always("sum"), from_start=True),
     "rmsprop": _Layout(
         fields={"square_avg": "nu", "grad_avg": "mu", "momentum_buffer": "trace"},
-        kept=lambda h: ({"square_avg"} | ({"grad_avg"} if h["centered"] else set())
-                        | ({"momentum_buffer"} if h["momentum"] > 0 else set())),
-    ),
+        kept=_rmsprop_kept),
     "adam": _Layout(fields=_ADAM_FIELDS, kept=_adam_kept,
                     implied={"decoupled_weight_decay": False}),
     "adamw": _Layout(fields=_ADAM_FIELDS, kept=_adam_kept,
                      implied={"decoupled_weight_decay": True}),
+    "asgd": _Layout(fields={"ax": "ax"}, kept=_always("ax"),
+                    scalars={"eta": "eta", "mu": "mu"}),
+    "adadelta": _Layout(fields={"square_avg": "e_g", "acc_delta": "e_x"},
+                        kept=_always("square_avg", "acc_delta")),
+    "adamax": _Layout(fields={"exp_avg": "mu", "exp_inf": "nu"},
+                      kept=_always("exp_avg", "exp_inf")),
+    "rprop": _Layout(fields={"prev": "prev", "step_size": "step_size"},
+                     kept=_always("prev", "step_size")),
+    "nadam": _Layout(fields={"exp_avg": "mu", "exp_avg_sq": "nu"},
+                     kept=_always("exp_avg", "exp_avg_sq"), scalars={"mu_product": "mu_product"}),
+    "radam": _Layout(fields={"exp_avg": "mu", "exp_avg_sq": "nu"},
+                     kept=_always("exp_avg", "exp_avg_sq")),
+    "adafactor": _Layout(
+        fields={"row_var": "row_var", "col_var": "col_var", "variance": "variance"},
+        kept=_adafactor_kept),
 }
 
 
 def _resolve(optimizer) -> tuple[str, Callable, _Layout]:
-  from phaseshift_jax.compat import torch as compat_torch  # noqa: PLC0415 (import cycle)
+  from phaseshift_jax.compat import torch as compat_torch
 
   if callable(optimizer):
     name = getattr(optimizer, "__name__", "")
@@ -240,7 +273,7 @@ def _fields(state) -> list:
 def _check_fields(name: str, layout: _Layout, state, params) -> None:
   """Every params-shaped field of ``state`` is mapped, and a mapped field occurs once."""
   treedef = jax.tree.structure(params)
-  mapped = set(layout.fields.values())
+  mapped = set(layout.fields.values()) | set(layout.scalars.values())
   seen = []
   for field, value in _fields(state):
     if field in mapped:
@@ -312,30 +345,44 @@ def from_torch_state_dict(optimizer, state_dict: dict, params, *, step: int | No
 
   state = factory(**factory_kwargs).init(params)
   _check_fields(name, layout, state, params)
-  kept = layout.kept(hyper) if any(started) else set()
-  missing = {k for k in kept for e in entries if k not in e or e[k] is None}
-  if missing:
-    raise ValueError(f"torch's state lacks {sorted(missing)} for these hyperparameters")
+  kept = [layout.kept(hyper, np.ndim(leaf)) if any(started) else set() for leaf in leaves]
+  for i, (entry, keys) in enumerate(zip(entries, kept)):
+    missing = {k for k in keys | (set(layout.scalars) if any(started) else set())
+               if entry.get(k) is None}
+    if missing:
+      raise ValueError(f"torch's state of parameter {order[i]} lacks {sorted(missing)} for "
+                       "these hyperparameters")
 
-  def field_value(torch_key, current):
-    current_leaves = jax.tree.leaves(current)
+  def tree_value(torch_key, current):
     values = []
-    for i, (entry, leaf, ours) in enumerate(zip(entries, leaves, current_leaves)):
+    for i, (entry, keys, leaf, ours) in enumerate(
+        zip(entries, kept, leaves, jax.tree.leaves(current))):
+      if torch_key not in keys:
+        values.append(ours)
+        continue
       array = _to_numpy(entry[torch_key])
-      if array.shape != np.shape(leaf):
-        raise ValueError(f"torch parameter {order[i]} has shape {array.shape} for "
-                         f"{torch_key!r}, params leaf {i} has shape {np.shape(leaf)}")
+      if array.shape != ours.shape:
+        raise ValueError(f"torch parameter {order[i]} has {torch_key!r} of shape {array.shape}, "
+                         f"params leaf {i} (shape {np.shape(leaf)}) needs {ours.shape}")
       values.append(jnp.asarray(array, dtype=ours.dtype))
     return jax.tree.unflatten(treedef, values)
 
+  def scalar_value(torch_key, current):
+    values = {_to_numpy(entry[torch_key]).item() for entry in entries}
+    if len(values) != 1:
+      raise ValueError(f"torch's {torch_key!r} differs between parameters: {sorted(values)}")
+    return jnp.asarray(values.pop(), dtype=current.dtype)
+
   by_field = {v: k for k, v in layout.fields.items()}
+  by_scalar = {v: k for k, v in layout.scalars.items()}
 
   def replace(field, value):
     if field == "count":
       return jnp.asarray(count, dtype=value.dtype)
-    torch_key = by_field.get(field)
-    if torch_key is not None:
-      return field_value(torch_key, value) if torch_key in kept else value
+    if field in by_field:
+      return tree_value(by_field[field], value)
+    if field in by_scalar:
+      return scalar_value(by_scalar[field], value) if any(started) else value
     return _RECURSE
 
   return _walk(state, replace)
@@ -350,7 +397,8 @@ def to_torch_state_dict(optimizer, opt_state, params, *, step: int | None = None
     opt_state: the state of ``factory(**factory_kwargs)`` for ``params``.
     params: the JAX params tree (its ``jax.tree.leaves`` order is torch's parameter order).
     step: the number of steps taken, for a state that keeps no count (``rmsprop`` with a
-      constant ``lr``: its rule needs none, torch's state has one); checked where it has one.
+      constant ``lr``: its rule needs none, torch's state has one); checked against the state's
+      count where it has one, unused for ``sgd`` (torch's SGD keeps no step).
     to_tensor: applied to every array (NumPy); ``torch.as_tensor`` gives a dict that
       ``torch_optimizer.load_state_dict`` takes. Default: NumPy arrays.
     **factory_kwargs: the factory's keywords.
@@ -372,7 +420,7 @@ def to_torch_state_dict(optimizer, opt_state, params, *, step: int | None = None
     raise ValueError(f"the state's counts differ: {sorted(counts)}")
   if counts:
     count = counts.pop()
-    if step is not None and step != count:
+    if step is not None and step != count and layout.has_step:
       raise ValueError(f"step={step} but the state's count is {count}")
   elif step is not None:
     count = int(step)
@@ -389,15 +437,16 @@ def to_torch_state_dict(optimizer, opt_state, params, *, step: int | None = None
     group.setdefault(key, value)
   group["params"] = list(range(len(leaves)))
 
-  kept = layout.kept(hyper)
-  started = count > 0 or (name == "adagrad")
+  started = count > 0 or layout.from_start
   state = {}
   if started:
-    for i in range(len(leaves)):
+    for i, leaf in enumerate(leaves):
       entry = {}
       if layout.has_step:
         entry["step"] = convert(np.asarray(count, dtype=np.float32))
-      for torch_key in sorted(kept):
+      for torch_key in sorted(layout.kept(hyper, np.ndim(leaf))):
         entry[torch_key] = convert(np.array(jax.tree.leaves(fields[layout.fields[torch_key]])[i]))
+      for torch_key, field in layout.scalars.items():
+        entry[torch_key] = convert(np.array(fields[field]))
       state[i] = entry
   return {"state": state, "param_groups": [group]}
