@@ -74,8 +74,8 @@ def plain_kwargs(kwargs: dict) -> dict:
 class LrProgram:
   """The learning rate of every step of a torch run with ``schedulers``, computed in JAX terms.
 
-  ``lr(t)`` is the rate of optimizer step ``t`` (0-based; ``t`` scheduler steps done before it)
-  and ``observe(loss)`` is ``ReduceLROnPlateau.step(loss)`` after that step. Built by
+  ``lr()`` is the rate of the next optimizer step and ``advance(loss)`` steps the schedulers
+  after it (``ReduceLROnPlateau`` with that step's loss), in torch's loop order. Built by
   :func:`lr_program` from the schedulers' hyperparameters (read from the torch objects right after
   construction, before any step).
   """
@@ -85,6 +85,7 @@ class LrProgram:
     self.schedules = list(schedules)
     self.plateau = None if plateau is None else dict(plateau)
     self.scale = 1.0
+    self.t = 0  # scheduler steps so far
     self.names: list = []  # the torch schedulers' class names
 
   def _scheduled(self, t: int) -> float:
@@ -93,14 +94,16 @@ class LrProgram:
       factor *= float(schedule(t))
     return self.base_lr * factor
 
-  def lr(self, t: int) -> float:
-    return self._scheduled(t) * self.scale
+  def lr(self) -> float:
+    return self._scheduled(self.t) * self.scale
 
-  def observe(self, t: int, loss: float) -> None:
-    """torch's ``ReduceLROnPlateau.step(loss)`` after step ``t`` (a no-op without a plateau)."""
+  def advance(self, loss) -> None:
+    """Every scheduler's ``step()`` after an optimizer step whose loss was ``loss``."""
+    self.t += 1
     p = self.plateau
     if p is None:
       return
+    loss = float(loss)
     if p["mode"] == "min":
       better = (loss < p["best"] * (1 - p["threshold"]) if p["threshold_mode"] == "rel"
                 else loss < p["best"] - p["threshold"])
@@ -116,10 +119,10 @@ class LrProgram:
       p["num_bad_epochs"] = 0
     if p["num_bad_epochs"] > p["patience"]:
       # The plateau steps after the other schedulers of the list: it sees their new rate.
-      old = self._scheduled(t + 1) * self.scale
+      old = self._scheduled(self.t) * self.scale
       new = max(old * p["factor"], p["min_lr"])
       if old - new > p["eps"]:
-        self.scale = new / self._scheduled(t + 1)
+        self.scale = new / self._scheduled(self.t)
       p["cooldown_counter"] = p["cooldown"]
       p["num_bad_epochs"] = 0
 
@@ -292,7 +295,7 @@ def jax_run(factory, kwargs: dict, program: LrProgram, initial: list, *, model: 
     update = _compiled_update(factory, statics, dtype)
     value_and_grad = _value_and_grad(model, dtype)
     params = [jnp.asarray(p, dtype=dtype) for p in initial]
-    lr0 = program.lr(0)
+    lr0 = program.lr()
     state = optax.inject_hyperparams(factory, static_args=tuple(statics))(
         **{**floats, "lr": lr0}, **statics).init(params)
     batches = [(jnp.asarray(x, dtype=dtype), jnp.asarray(y, jnp.int32))
@@ -300,12 +303,11 @@ def jax_run(factory, kwargs: dict, program: LrProgram, initial: list, *, model: 
     lrs = []
     for t in range(steps):
       x, y = batches[t % len(batches)]
-      lr = program.lr(t)
+      lr = program.lr()
       lrs.append(lr)
       loss, grads = value_and_grad(params, x, y)
       params, state = update(params, state, grads, jnp.asarray(lr, dtype=dtype))
-      if program.plateau is not None:
-        program.observe(t, float(loss))
+      program.advance(loss)
     return [np.asarray(p) for p in params], lrs
 
 
