@@ -171,3 +171,11 @@ def test_impl_flags_are_accepted(name):
   reference = factory()
   with_flags = factory(**flags)
   assert type(with_flags) is type(reference)
+
+
+def test_sensitivity_probe():
+  """The chaos allowance: torch again from its initial weights one ulp up, 10x that difference."""
+  result = db.compare(torch.optim.SGD, ours.sgd, {"lr": 0.01, "momentum": 0.9}, steps=20,
+                      tolerance=0.0)
+  assert result.sensitivity is not None and 0.0 < result.sensitivity < 1e-12
+  assert result.tolerance == 10 * result.sensitivity
