@@ -79,6 +79,23 @@ CASES = [
          dict(lr=0.01, betas=BETAS, eps=1e-3, weight_decay=0.2)),
     Case("torch.adamw(amsgrad, maximize)", torch_optim.adamw,
          dict(lr=0.01, betas=BETAS, eps=1e-3, weight_decay=0.2, amsgrad=True, maximize=True)),
+    Case("torch.asgd(lambd, alpha, t0, weight_decay)", torch_optim.asgd,
+         dict(lr=0.05, lambd=0.5, alpha=0.5, t0=1.0, weight_decay=0.1)),
+    Case("torch.asgd(maximize)", torch_optim.asgd,
+         dict(lr=0.05, lambd=0.5, alpha=0.6, weight_decay=0.1, maximize=True)),
+    Case("torch.adadelta(rho, eps, weight_decay)", torch_optim.adadelta,
+         dict(lr=0.5, rho=0.8, eps=1e-3, weight_decay=0.1)),
+    Case("torch.adadelta(maximize)", torch_optim.adadelta,
+         dict(lr=0.5, rho=0.7, eps=1e-2, weight_decay=0.1, maximize=True)),
+    Case("torch.adamax(betas array, eps, weight_decay)", torch_optim.adamax,
+         dict(lr=0.01, betas=BETAS, eps=1e-3, weight_decay=0.1)),
+    Case("torch.adamax(maximize, betas tuple)", torch_optim.adamax,
+         dict(lr=0.01, betas=(0.7, 0.9), eps=1e-3, weight_decay=0.1, maximize=True)),
+    # etas chosen so that halved (``changed``) they are still valid: 0 < 0.3 < 1 < 1.25.
+    Case("torch.rprop(etas array, step_sizes array)", torch_optim.rprop,
+         dict(lr=0.05, etas=jnp.array([0.6, 2.5]), step_sizes=jnp.array([1e-2, 0.3]))),
+    Case("torch.rprop(maximize, tuples)", torch_optim.rprop,
+         dict(lr=0.05, etas=(0.3, 1.5), step_sizes=(1e-3, 0.2), maximize=True)),
     Case("minima.sgd(momentum, wd)", minima.sgd, dict(lr=0.05, momentum=0.8, wd=0.1)),
     Case("minima.sgd(lr): momentum, wd 0", minima.sgd, dict(lr=0.05)),
     Case("minima.adagrad(wd, eps)", minima.adagrad, dict(lr=0.05, wd=0.1, eps=1e-3)),
@@ -101,6 +118,10 @@ FACTORIES = {
     "torch.rmsprop": torch_optim.rmsprop,
     "torch.adam": torch_optim.adam,
     "torch.adamw": torch_optim.adamw,
+    "torch.asgd": torch_optim.asgd,
+    "torch.adadelta": torch_optim.adadelta,
+    "torch.adamax": torch_optim.adamax,
+    "torch.rprop": torch_optim.rprop,
     "minima.sgd": minima.sgd,
     "minima.adagrad": minima.adagrad,
     "minima.rmsprop": minima.rmsprop,
@@ -110,21 +131,30 @@ FACTORIES = {
     "miniai.adam_with_annealing": miniai.adam_with_annealing,
 }
 STRUCTURAL = ("nesterov", "amsgrad", "centered", "maximize")
+# torch's no-op keywords (accepted so that a torch call ports unchanged; no numbers change).
+NO_OP = ("foreach", "fused", "capturable", "differentiable")
 INIT_ONLY = ("initial_accumulator_value",)  # read by init only: a change mid-run does nothing
+# Per factory, the values that a change mid-run does not show in the updates: Rprop reads ``lr``
+# at init only (its initial step size, as torch); ASGD's ``t0`` moves the average only
+# (tests/test_compat_torch_classic.py checks that one).
+NOT_IN_UPDATES = {torch_optim.rprop: ("lr",), torch_optim.asgd: ("t0",)}
 
 
 def numeric_hyperparameters(factory) -> list[str]:
-  """Every argument of ``factory`` but the structural bools."""
-  return [name for name in inspect.signature(factory).parameters if name not in STRUCTURAL]
+  """Every argument of ``factory`` but the structural bools and torch's no-op keywords."""
+  return [name for name in inspect.signature(factory).parameters
+          if name not in STRUCTURAL + NO_OP]
 
 
 def injected_names(case: Case) -> set[str]:
-  """The names ``inject_hyperparams`` puts in ``state.hyperparams`` (tuples stay static)."""
+  """The names ``inject_hyperparams`` puts in ``state.hyperparams`` (tuples and None stay
+  static)."""
   bound = inspect.signature(case.factory).bind(**case.kwargs)
   bound.apply_defaults()
   return {
       name for name, value in bound.arguments.items()
-      if name not in case.static_args and not isinstance(value, (bool, tuple))
+      if name not in case.static_args and value is not None
+      and not isinstance(value, (bool, tuple))
   }
 
 
@@ -219,7 +249,8 @@ def test_each_injected_value_matters(case):
     )
     for t, (a, e) in enumerate(zip(updates, before + after)):
       assert_trees_close(a, e, f"{name} changed, updates at step {t}")
-    if name in case.kwargs and name not in INIT_ONLY:  # the values chosen to matter
+    unseen = INIT_ONLY + NOT_IN_UPDATES.get(case.factory, ())
+    if name in case.kwargs and name not in unseen:  # the values chosen to matter
       differs = any(
           not np.allclose(np.asarray(a), np.asarray(u), rtol=1e-4, atol=0)
           for a, u in zip(jax.tree.leaves(updates[-1]), jax.tree.leaves(unchanged[-1]))
@@ -305,6 +336,11 @@ def test_batched_hyperparameters_under_vmap():
         (torch_optim.rmsprop, dict(eps=float("nan")), "eps"),
         (torch_optim.adam, dict(betas=jnp.array([0.9, 1.0])), r"betas\[1\]"),
         (torch_optim.adamw, dict(weight_decay=np.float64(-0.1)), "weight_decay"),
+        (torch_optim.asgd, dict(weight_decay=jnp.asarray(-0.1)), "weight_decay"),
+        (torch_optim.adadelta, dict(rho=np.float32(1.5)), "rho"),
+        (torch_optim.adamax, dict(betas=jnp.array([0.9, 1.0])), r"betas\[1\]"),
+        (torch_optim.rprop, dict(etas=jnp.array([0.5, 0.9])), r"etas\[1\]"),
+        (torch_optim.rprop, dict(etas=(0.0, 1.2)), r"etas\[0\]"),
         (minima.sgd, dict(momentum=jnp.asarray(1.0)), "momentum"),
         (minima.rmsprop, dict(rho=jnp.asarray(-0.1)), "rho"),
         (miniai.adam, dict(lr=0.1, eps=jnp.asarray(-1e-5)), "eps"),

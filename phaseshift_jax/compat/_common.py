@@ -28,9 +28,10 @@ def real_only(tx: optax.GradientTransformation, name: str) -> optax.GradientTran
   accumulators square a complex gradient as ``|g|^2`` (or, in a plain ``g * g``, as a complex
   square), so an optimizer with such a piece (Adagrad, RMSprop, Adam and their kin) would not
   step a complex parameter as the pair of reals; ``init`` refuses one instead of returning
-  something else. The update and the state are ``tx``'s, unchanged (``init`` on a tree with no
-  complex leaf is ``tx.init``). Leaves without a dtype (``optax.tree.map_params``'s placeholder
-  has no leaves at all) pass.
+  something else (``compat.torch.as_real_pairs`` is the other way: it steps the pair). The
+  update and the state are ``tx``'s, unchanged (``init`` on a tree with no complex leaf is
+  ``tx.init``). Leaves without a dtype (``optax.tree.map_params``'s placeholder has no leaves at
+  all) pass.
   """
   tx = optax.with_extra_args_support(tx)
 

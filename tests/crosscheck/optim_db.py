@@ -170,6 +170,23 @@ def lr_program(base_lr: float, schedulers: Sequence[Any]) -> LrProgram:
 # ----------------------------------------------------------------------------- torch side
 
 
+@contextlib.contextmanager
+def flush_denormals():
+  """torch with subnormal numbers flushed to zero, as XLA:CPU computes (restored afterwards).
+
+  XLA:CPU flushes subnormals to zero; torch's CPU kernels keep them. A gradient element that
+  is subnormal in torch (6.5e-318 in Rprop's ``maximize`` configuration) is an exact 0 in JAX,
+  and a rule that branches on the sign of ``g * prev`` (Rprop) then takes another branch. So
+  both sides compute in the same arithmetic; elsewhere this changes no number.
+  """
+  flushed = torch.set_flush_denormal(True)
+  try:
+    yield flushed
+  finally:
+    if flushed:
+      torch.set_flush_denormal(False)
+
+
 class TorchRun(NamedTuple):
   initial: list  # initial parameters (NumPy, torch's model.parameters() order)
   final: list
@@ -186,7 +203,7 @@ def torch_run(torch_cls, kwargs: dict, scheduler_ctors: Sequence[Callable], *, m
   would make torch round every scheduled rate to float32, which is storage, not the rule.
   """
   torch_dtype = getattr(torch, dtype)
-  with _single_torch_thread():
+  with _single_torch_thread(), flush_denormals():
     torch.manual_seed(seed)
     net = _torch_model(model).to(torch_dtype)
     params = list(net.parameters())

@@ -5,14 +5,14 @@ negate the gradient if ``maximize``, add the L2 term ``weight_decay * theta`` (`
 the parameters by ``1 - lr * weight_decay`` instead), then the optimizer's own rule, then the
 learning rate. Each optimizer is an ``optax.chain`` of optax primitives, with a custom piece only
 where optax has no exact equivalent (Adagrad's ``eps`` placement, torch's AMSGrad maximum, SGD's
-undamped first momentum buffer); the docstrings say where.
+undamped first momentum buffer, ASGD, torch's Rprop); the docstrings say where.
 
 ``lr`` may be a float or an optax schedule (the step count starts at 0, as after zero
 ``scheduler.step()`` calls in torch). This module does not import torch.
 
 Every float hyperparameter can be injected with ``optax.inject_hyperparams`` (``betas`` as a
-length-2 array, e.g. ``betas=jnp.array([0.9, 0.999])``; a tuple stays static): the chain is the
-same whatever the numeric values, and a value that switches a piece off in torch (``momentum=0``,
+length-2 array, e.g. ``betas=jnp.array([0.9, 0.999])``, Rprop's ``etas`` and ``step_sizes``
+likewise; a tuple stays static): the chain is the same whatever the numeric values, and a value that switches a piece off in torch (``momentum=0``,
 ``weight_decay=0``, ``lr_decay=0``, ``dampening=0``) makes that piece an exact identity here (for
 finite parameters and gradients). The state therefore has the same structure for every value
 (the optax convention: it depends on the static flags ``nesterov``, ``amsgrad``, ``centered``,
@@ -20,18 +20,33 @@ finite parameters and gradients). The state therefore has the same structure for
 says which. Concrete bad values raise ``ValueError`` naming the argument; traced ones are not
 checked. ``update`` needs ``params`` (the weight-decay piece reads them even for a zero decay).
 
-Complex parameters: ``sgd`` steps them as torch does (its rule is linear, so a complex parameter
-steps as the pair of its real and imaginary parts); ``adagrad``, ``rmsprop``, ``adam`` and ``adamw``
-refuse them at ``init`` with a ``TypeError``, since torch squares the two parts separately where
-optax's accumulators and moments would not (``_common.real_only``).
+Optimizers: ``sgd``, ``adagrad``, ``rmsprop``, ``adam``, ``adamw``, ``asgd`` (with
+``asgd_averaged_params`` to read its averaged parameters), ``adadelta``, ``adamax``, ``rprop``.
+torch's ``foreach``, ``fused``, ``capturable`` and ``differentiable`` change no numbers: where
+torch has them they are accepted as keyword-only arguments that do nothing, so a torch call
+ports unchanged. ``SparseAdam`` has no counterpart: JAX has no sparse gradients.
+
+Complex parameters: torch steps a complex parameter as the pair of its real and imaginary parts
+(``torch.view_as_real``), and so do ``sgd`` (its rule is linear: nothing to do), ``adagrad``,
+``rmsprop``, ``asgd``, ``adadelta``, ``adamax`` and ``rprop`` (through :func:`as_real_pairs`;
+the state of a complex leaf is complex, of the leaf's shape, its real and imaginary parts the
+state of the two parts, as torch's state tensors). ``adam`` and ``adamw`` still refuse complex
+parameters at ``init`` with a ``TypeError`` (``_common.real_only``).
 """
 
+from phaseshift_jax.compat.torch._adadelta import adadelta
 from phaseshift_jax.compat.torch._adagrad import adagrad
 from phaseshift_jax.compat.torch._adam import adam, adamw
+from phaseshift_jax.compat.torch._adamax import adamax
+from phaseshift_jax.compat.torch._asgd import asgd, asgd_averaged_params
+from phaseshift_jax.compat.torch._complex import as_real_pairs
 from phaseshift_jax.compat.torch._rmsprop import rmsprop
+from phaseshift_jax.compat.torch._rprop import rprop
 from phaseshift_jax.compat.torch._sgd import sgd
 from phaseshift_jax.compat.torch._state_dict import from_torch_state_dict, to_torch_state_dict
-from phaseshift_jax.compat.torch._transforms import scale_by_torch_adagrad, scale_by_torch_amsgrad
+from phaseshift_jax.compat.torch._transforms import (
+    ScaleByTorchAsgdState, ScaleByTorchRpropState, scale_by_torch_adagrad, scale_by_torch_amsgrad,
+    scale_by_torch_asgd, scale_by_torch_rprop)
 
 __all__ = [
     "sgd",
@@ -39,8 +54,18 @@ __all__ = [
     "rmsprop",
     "adam",
     "adamw",
+    "asgd",
+    "adadelta",
+    "adamax",
+    "rprop",
+    "asgd_averaged_params",
+    "as_real_pairs",
     "scale_by_torch_adagrad",
     "scale_by_torch_amsgrad",
     "from_torch_state_dict",
     "to_torch_state_dict",
+    "scale_by_torch_asgd",
+    "scale_by_torch_rprop",
+    "ScaleByTorchAsgdState",
+    "ScaleByTorchRpropState",
 ]

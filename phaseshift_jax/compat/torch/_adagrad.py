@@ -5,7 +5,8 @@ from __future__ import annotations
 import optax
 
 from phaseshift_jax import schedules
-from phaseshift_jax.compat._common import chain, check_non_negative, real_only
+from phaseshift_jax.compat._common import chain, check_non_negative
+from phaseshift_jax.compat.torch._complex import as_real_pairs
 from phaseshift_jax.compat.torch._shared import _negate_if
 from phaseshift_jax.compat.torch._transforms import scale_by_torch_adagrad
 
@@ -17,7 +18,10 @@ def adagrad(
     initial_accumulator_value: float = 0.0,
     eps: float = 1e-10,
     *,
+    foreach: bool | None = None,
     maximize: bool = False,
+    differentiable: bool = False,
+    fused: bool | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""``torch.optim.Adagrad``.
 
@@ -39,17 +43,25 @@ def adagrad(
   :math:`\alpha_t` for :math:`\kappa = 0`), so the state holds its step count
   (``ScaleByScheduleState``) for every ``lr`` and ``lr_decay``.
 
+  Complex parameters: stepped as torch does, as the pair of their real and imaginary parts
+  (:func:`as_real_pairs`: each part squared into its own accumulator; the accumulator of a
+  complex leaf is complex, real part for the real part).
+
   Args:
     lr: learning rate :math:`\alpha` (float or schedule), >= 0.
     lr_decay: :math:`\kappa`, >= 0.
     weight_decay: L2 coefficient :math:`\lambda`, >= 0.
     initial_accumulator_value: :math:`G_0`, >= 0.
     eps: :math:`\epsilon`, >= 0, added outside the root.
+    foreach: accepted for torch's signature; changes nothing.
     maximize: ascend instead of descend (static).
+    differentiable: accepted for torch's signature; changes nothing.
+    fused: accepted for torch's signature; changes nothing.
 
   References:
     ``torch.optim.Adagrad``, https://pytorch.org/docs/stable/generated/torch.optim.Adagrad.html
   """
+  del foreach, differentiable, fused
   for name, value in [
       ("lr", lr),
       ("lr_decay", lr_decay),
@@ -61,9 +73,9 @@ def adagrad(
   base = lr if callable(lr) else optax.constant_schedule(lr)
   decay = schedules.time_based_decay(1.0, lr_decay)
   rate = lambda count: base(count) * decay(count)  # noqa: E731
-  return real_only(chain(
+  return as_real_pairs(chain(
       _negate_if(maximize),
       optax.add_decayed_weights(weight_decay),
       scale_by_torch_adagrad(initial_accumulator_value, eps),
       optax.scale_by_learning_rate(rate),
-  ), "compat.torch.adagrad")
+  ))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import optax
 
-from phaseshift_jax.compat._common import chain, check_non_negative, check_unit_interval, real_only
+from phaseshift_jax.compat._common import chain, check_non_negative, check_unit_interval
+from phaseshift_jax.compat.torch._complex import as_real_pairs
 from phaseshift_jax.compat.torch._shared import _negate_if
 
 
@@ -16,7 +17,10 @@ def rmsprop(
     momentum: float = 0.0,
     centered: bool = False,
     *,
+    capturable: bool = False,
+    foreach: bool | None = None,
     maximize: bool = False,
+    differentiable: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
   r"""``torch.optim.RMSprop``.
 
@@ -40,6 +44,10 @@ def rmsprop(
   :math:`\mu = 0`, where torch keeps none; it then holds :math:`u_t` and adds
   :math:`0 \cdot b_{t-1}`, an exact no-op for finite values.
 
+  Complex parameters: stepped as torch does, as the pair of their real and imaginary parts
+  (:func:`as_real_pairs`: each part squared separately; the state of a complex leaf is
+  complex, real part for the real part).
+
   Args:
     lr: learning rate :math:`\alpha` (float or schedule), >= 0.
     alpha: smoothing constant :math:`\alpha_s`, in [0, 1).
@@ -47,20 +55,24 @@ def rmsprop(
     weight_decay: L2 coefficient :math:`\lambda`, >= 0.
     momentum: :math:`\mu`, >= 0.
     centered: subtract the squared mean gradient (static).
+    capturable: accepted for torch's signature; changes nothing.
+    foreach: accepted for torch's signature; changes nothing.
     maximize: ascend instead of descend (static).
+    differentiable: accepted for torch's signature; changes nothing.
 
   References:
     ``torch.optim.RMSprop``, https://pytorch.org/docs/stable/generated/torch.optim.RMSprop.html
   """
+  del capturable, foreach, differentiable
   for name, value in [("lr", lr), ("eps", eps), ("weight_decay", weight_decay)]:
     check_non_negative(name, value)
   check_unit_interval("alpha", alpha)
   check_non_negative("momentum", momentum)
   scale = optax.scale_by_stddev if centered else optax.scale_by_rms
-  return real_only(chain(
+  return as_real_pairs(chain(
       _negate_if(maximize),
       optax.add_decayed_weights(weight_decay),
       scale(decay=alpha, eps=eps, initial_scale=0.0, eps_in_sqrt=False),
       optax.trace(decay=momentum),
       optax.scale_by_learning_rate(lr),
-  ), "compat.torch.rmsprop")
+  ))

@@ -17,6 +17,9 @@ def sgd(
     nesterov: bool = False,
     *,
     maximize: bool = False,
+    foreach: bool | None = None,
+    differentiable: bool = False,
+    fused: bool | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""``torch.optim.SGD``.
 
@@ -49,10 +52,14 @@ def sgd(
     nesterov: Nesterov momentum (static); needs :math:`\mu > 0` and :math:`\tau = 0`, checked
       for concrete values.
     maximize: ascend instead of descend (static).
+    foreach: accepted for torch's signature; changes nothing.
+    differentiable: accepted for torch's signature; changes nothing.
+    fused: accepted for torch's signature; changes nothing.
 
   References:
     ``torch.optim.SGD``, https://pytorch.org/docs/stable/generated/torch.optim.SGD.html
   """
+  del foreach, differentiable, fused
   check_non_negative("lr", lr)
   check_non_negative("momentum", momentum)
   check_non_negative("weight_decay", weight_decay)

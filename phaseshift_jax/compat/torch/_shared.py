@@ -1,4 +1,4 @@
-"""Pieces shared by the ``compat.torch`` optimizers: ``maximize`` and torch's nesterov condition."""
+"""Pieces shared by the ``compat.torch`` optimizers: ``maximize``, checks, torch's pairs."""
 
 from __future__ import annotations
 
@@ -20,3 +20,26 @@ def _check_nesterov(momentum, dampening) -> None:
         f"nesterov requires momentum > 0 and dampening == 0, got momentum={momentum!r}, "
         f"dampening={dampening!r}"
     )
+
+
+def _check_closed_unit_interval(name: str, value) -> None:
+  """Raise ``ValueError`` naming ``name`` unless ``0 <= value <= 1`` (or not concrete)."""
+  array = concrete_scalar(name, value)
+  if array is not None and not 0 <= array <= 1:
+    raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+
+
+def _pair(name: str, value) -> tuple:
+  """The two entries of a torch tuple argument (``betas``, ``etas``, ``step_sizes``).
+
+  ``value`` is a tuple (static under ``optax.inject_hyperparams``) or a length-2 array
+  (injected). Concrete entries come back as Python floats: the entries of a float32 array would
+  promote the state (and updates) of bfloat16 params to float32. Traced ones (under
+  ``inject_hyperparams``, which casts them to the params' dtype) stay as they are.
+  """
+  try:
+    first, second = value
+  except (TypeError, ValueError):
+    raise ValueError(f"{name} must be a pair of numbers, got {value!r}") from None
+  return tuple(v if concrete_scalar(f"{name}[{i}]", v) is None else float(v)
+               for i, v in enumerate((first, second)))

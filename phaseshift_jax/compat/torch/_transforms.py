@@ -1,13 +1,20 @@
-"""The two torch preconditioners that optax has no exact equivalent for.
+"""The torch rules that optax has no exact equivalent for.
 
 * ``scale_by_torch_adagrad``: ``optax.scale_by_rss`` adds ``eps`` inside the square root; torch's
   Adagrad adds it outside.
 * ``scale_by_torch_amsgrad``: ``optax.scale_by_amsgrad`` keeps the running maximum of the
   bias-corrected second moment (or of the raw one without correcting it at all); torch keeps the
   maximum of the raw second moment and divides it by the *current* bias correction.
+* ``scale_by_torch_asgd``: optax has no averaged SGD (its ``eta``, ``mu`` schedule and the
+  averaged parameters ``ax``).
+* ``scale_by_torch_rprop``: ``optax.scale_by_rprop`` is another Rprop variant (it keeps the signed
+  step instead of the gradient, returns the previous step, and leaves the step size alone where
+  the product of gradients is 0, where torch multiplies it by 1 and clamps it).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -74,5 +81,145 @@ def scale_by_torch_amsgrad(
         lambda m, v: m / (jnp.sqrt(v) / root_correction.astype(v.dtype) + eps), mu_hat, nu_max
     )
     return updates, optax.ScaleByAmsgradState(count=count, mu=mu, nu=nu, nu_max=nu_max)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+class ScaleByTorchAsgdState(NamedTuple):
+  """State of :func:`scale_by_torch_asgd`: torch's ``step``, ``eta``, ``mu`` and ``ax``.
+
+  ``eta`` and ``mu`` are float32 scalars, as torch keeps them (its ``_get_scalar_dtype()``, the
+  default dtype float32) and shares them by every parameter of a group; ``ax`` (params-shaped,
+  the params' dtypes) is the running average of the parameters.
+  """
+
+  count: jax.Array
+  eta: jax.Array
+  mu: jax.Array
+  ax: optax.Updates
+
+
+def scale_by_torch_asgd(
+    learning_rate: optax.ScalarOrSchedule = 1e-2,
+    lambd: float = 1e-4,
+    alpha: float = 0.75,
+    t0: float = 1e6,
+) -> optax.GradientTransformation:
+  r"""The step of ``torch.optim.ASGD`` on a (decayed) gradient :math:`d_t`, with the rate in it.
+
+  .. math::
+      \theta_t = \theta_{t-1}(1 - \lambda\eta_t) - \eta_t d_t, \qquad
+      \bar\theta_t = \begin{cases} \theta_t & \mu_t = 1 \\
+                       \bar\theta_{t-1} + \mu_t(\theta_t - \bar\theta_{t-1}) & \text{else,}
+                       \end{cases}
+
+  .. math::
+      \eta_{t+1} = \frac{\alpha_t}{(1 + \lambda\alpha_t t)^{a}}, \qquad
+      \mu_{t+1} = \frac{1}{\max(1, t - t_0)}, \qquad \eta_1 = \alpha_1, \ \mu_1 = 1
+
+  (:math:`\alpha_t` the learning rate at step :math:`t`, i.e. ``learning_rate(t - 1)`` for a
+  schedule, :math:`a` = ``alpha``). The returned update is :math:`\theta_t - \theta_{t-1}`, so
+  ``params`` are needed. :math:`\eta` and :math:`\mu` are computed in the default float dtype
+  (float64 under x64, as torch's Python arithmetic) and stored as float32, as torch stores them.
+  The state is :class:`ScaleByTorchAsgdState`.
+  """
+
+  def rate(count):
+    return learning_rate(count) if callable(learning_rate) else learning_rate
+
+  def init_fn(params):
+    return ScaleByTorchAsgdState(
+        count=jnp.zeros([], jnp.int32),
+        eta=jnp.asarray(rate(jnp.zeros([], jnp.int32)), jnp.float32),
+        mu=jnp.ones([], jnp.float32),
+        ax=optax.tree.zeros_like(params),
+    )
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError("scale_by_torch_asgd needs params: call update(updates, state, params)")
+    real = jnp.result_type(float)
+    eta = state.eta.astype(real)
+    shrink = lambd * eta
+    # torch computes theta (1 - lambd eta) - eta d; the update itself is computed directly (not
+    # as a difference of parameters, which would lose the digits of a small update).
+    updates = jax.tree.map(
+        lambda p, d: -(eta.astype(p.dtype) * d + shrink.astype(p.dtype) * p), params, updates)
+    new_params = jax.tree.map(lambda p, u: p + u, params, updates)
+    averaged = jax.tree.map(
+        lambda p, ax: jnp.where(state.mu == 1, p, ax + (p - ax) * state.mu.astype(p.dtype)),
+        new_params, state.ax)
+    count = optax.safe_increment(state.count)
+    step = count.astype(real)
+    lr = rate(state.count)
+    new_eta = lr / (1 + lambd * lr * step) ** alpha
+    new_mu = 1 / jnp.maximum(1, step - t0)
+    return updates, ScaleByTorchAsgdState(
+        count=count, eta=jnp.asarray(new_eta, jnp.float32), mu=jnp.asarray(new_mu, jnp.float32),
+        ax=averaged)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+class ScaleByTorchRpropState(NamedTuple):
+  """State of :func:`scale_by_torch_rprop`: torch's ``step``, ``prev`` and ``step_size``."""
+
+  count: jax.Array
+  prev: optax.Updates
+  step_size: optax.Updates
+
+
+def scale_by_torch_rprop(
+    learning_rate: optax.ScalarOrSchedule = 1e-2,
+    etaminus: float = 0.5,
+    etaplus: float = 1.2,
+    step_size_min: float = 1e-6,
+    step_size_max: float = 50.0,
+) -> optax.GradientTransformation:
+  r"""``torch.optim.Rprop``'s step (the update, learning rate included).
+
+  .. math::
+      s_t = \operatorname{sign}(g_t\,p_{t-1}), \quad
+      f_t = \eta_+ \ (s_t > 0), \ \eta_- \ (s_t < 0), \ 1 \ (s_t = 0), \quad
+      \Delta_t = \operatorname{clip}(f_t \Delta_{t-1}, \Delta_{\min}, \Delta_{\max}),
+
+  .. math::
+      p_t = 0 \text{ where } f_t = \eta_-, \ g_t \text{ elsewhere}, \qquad
+      u_t = -\operatorname{sign}(p_t)\,\Delta_t
+
+  with :math:`\Delta_0` = ``learning_rate`` (a schedule is read at step 0 only: torch reads the
+  group's ``lr`` when it creates the state) and :math:`p_0 = 0`. The state is
+  :class:`ScaleByTorchRpropState` (``prev`` = :math:`p`, ``step_size`` = :math:`\Delta`).
+  """
+
+  def init_fn(params):
+    lr = learning_rate(jnp.zeros([], jnp.int32)) if callable(learning_rate) else learning_rate
+    return ScaleByTorchRpropState(
+        count=jnp.zeros([], jnp.int32),
+        prev=optax.tree.zeros_like(params),
+        step_size=optax.tree.full_like(params, lr),
+    )
+
+  def factor(g, prev):
+    def cast(x):
+      return jnp.asarray(x, g.dtype)
+
+    s = jnp.sign(g * prev)
+    return jnp.where(s > 0, cast(etaplus),
+                     jnp.where(s < 0, cast(etaminus), jnp.where(s == 0, cast(1), s)))
+
+  def update_fn(updates, state, params=None):
+    del params
+    factors = jax.tree.map(factor, updates, state.prev)
+    sizes = jax.tree.map(
+        lambda size, f: jnp.clip(size * f, jnp.asarray(step_size_min, size.dtype),
+                                 jnp.asarray(step_size_max, size.dtype)),
+        state.step_size, factors)
+    prev = jax.tree.map(
+        lambda g, f: jnp.where(f == jnp.asarray(etaminus, g.dtype), jnp.zeros_like(g), g),
+        updates, factors)
+    updates = jax.tree.map(lambda g, size: -jnp.sign(g) * size, prev, sizes)
+    return updates, ScaleByTorchRpropState(
+        count=optax.safe_increment(state.count), prev=prev, step_size=sizes)
 
   return optax.GradientTransformation(init_fn, update_fn)
