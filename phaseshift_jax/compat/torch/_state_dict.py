@@ -234,7 +234,7 @@ def _check_groups(name: str, layout: _Layout, groups: list, hyper: dict, step: i
         raise ValueError(
             f"torch param group has {key}={_plain(value)!r}, which compat.torch.{name} does "
             f"not do ({key}={layout.implied[key]!r} only)")
-    elif value not in (False, None):
+    elif _plain(value) not in (False, None):
       raise ValueError(
           f"torch param group has {key}={_plain(value)!r}, which compat.torch.{name} has no "
           "argument for")
