@@ -1,29 +1,10 @@
 r"""Learning-rate schedules of the miniai post's list, torch-exact where optax differs.
 
-The post (Alex Kelly's blog post on optimizers, January 2024) lists step decay, time-based decay, exponential decay,
-cosine annealing, cyclical rates, linear warm-up and reduce-on-plateau. optax already has most of
-them; this module adds only the missing ones and the torch-exact forms where optax's differ. A
-schedule maps the step count ``t`` (0 at the first optimizer step) to a rate; with torch, ``t`` is
-the number of ``scheduler.step()`` calls made so far (one per optimizer step).
-
-=======================================  ====================================================
-``torch.optim.lr_scheduler``             optax / this module
-=======================================  ====================================================
-``StepLR(step_size, gamma)``             ``optax.exponential_decay(lr, step_size, gamma,
-                                         staircase=True)``
-``MultiStepLR(milestones, gamma)``       ``optax.piecewise_constant_schedule(lr,
-                                         {m: gamma for m in milestones})``
-``ExponentialLR(gamma)``                 ``optax.exponential_decay(lr, 1, gamma)``
-``LambdaLR(lambda t: 1 / (1 + k t))``    :func:`time_based_decay` ``(lr, k)``
-``CosineAnnealingLR(T_max, eta_min)``    :func:`cosine_annealing_schedule`; equals
-                                         ``optax.cosine_decay_schedule(lr, T_max,
-                                         eta_min / lr)`` only for ``t <= T_max``
-``CyclicLR(base, max, up, down, mode)``  :func:`cyclic_schedule`
-``LinearLR(start, end, total_iters)``    ``optax.linear_schedule(lr * start, lr * end,
-                                         total_iters)``
-``SequentialLR([LinearLR, Cosine...])``  ``optax.warmup_cosine_decay_schedule``
-``ReduceLROnPlateau``                    :func:`reduce_lr_on_plateau` (a transformation)
-=======================================  ====================================================
+The post (Alex Kelly's blog post on optimizers, January 2024) lists step decay, time-based decay,
+exponential decay, cosine annealing, cyclical rates, linear warm-up and reduce-on-plateau. optax
+already has most of them; this module adds only the missing ones. A schedule maps the step count
+``t`` (0 at the first optimizer step) to a rate; with torch, ``t`` is the number of
+``scheduler.step()`` calls made so far. Every torch scheduler is in :mod:`.torch`.
 
 The schedules here compute in the default float precision, so under ``jax.enable_x64`` they give
 float64 rates like torch's; optax's return float32 at the optimizer's int32 step count even then,
@@ -185,6 +166,15 @@ def reduce_lr_on_plateau(
   than ``eps`` is skipped (the counters still reset). With a base rate ``lr`` the effective rate
   is ``lr * scale``, so torch's ``min_lr`` is ``lr * min_scale`` and torch's ``eps`` is
   ``lr * eps``.
+
+  Order: this cuts the update of the step whose metric it is given. torch's loop (loss,
+  ``opt.step()``, ``sched.step(loss)``) applies a cut from the *next* step; for that order, and
+  for ``mode="max"`` with a relative threshold, absolute ``min_lr`` / ``eps`` and
+  ``threshold=0``, use :func:`phaseshift_jax.schedules.torch.reduce_lr_on_plateau` (migration:
+  ``reduce_lr_on_plateau(factor, patience, ..., min_scale=m, eps=e)`` on an optimizer with rate
+  ``lr`` becomes ``schedules.torch.reduce_lr_on_plateau(lr, factor=factor, patience=patience,
+  ..., min_lr=lr * m, eps=lr * e)`` chained after the optimizer built with ``lr=1.0``, one step
+  later).
 
   Differences from optax: ``optax.contrib.reduce_on_plateau(patience=p)`` reduces after ``p``
   non-improving steps, torch after ``p + 1`` (this passes ``patience + 1``), and optax has no
