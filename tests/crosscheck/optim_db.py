@@ -13,7 +13,8 @@ The JAX side (:func:`jax_run`) compiles one optimizer step per (factory, static 
 dtype): the factory is wrapped in ``optax.inject_hyperparams`` with the non-float arguments
 static, so the configurations of one optimizer that differ only in float values share one
 compiled step, and every step's learning rate is fed through ``state.hyperparams["lr"]``. The
-learning rate of step ``t`` comes from a :class:`LrProgram` built from torch's schedulers.
+learning rate of step ``t`` comes from a :class:`LrProgram`: torch's schedulers, converted by
+``schedules.torch.from_torch_scheduler`` right after their construction.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import numpy as np
 import optax
 import torch
 
+from phaseshift_jax.schedules import torch as schedules_torch
 from tests.crosscheck.harness import (
   _JAX_MODELS,
   _batches,
@@ -72,99 +74,37 @@ def plain_kwargs(kwargs: dict) -> dict:
 
 
 class LrProgram:
-  """The learning rate of every step of a torch run with ``schedulers``, computed in JAX terms.
+  """The learning rate of every step of a torch run with ``schedulers``, from their conversion.
 
   ``lr()`` is the rate of the next optimizer step and ``advance(loss)`` steps the schedulers
-  after it (``ReduceLROnPlateau`` with that step's loss), in torch's loop order. Built by
-  :func:`lr_program` from the schedulers' hyperparameters (read from the torch objects right after
-  construction, before any step).
+  after it (``ReduceLROnPlateau`` with that step's loss), in torch's loop order: the state of
+  ``schedules.torch.from_torch_scheduler(schedulers)`` (its ``transformation``, stepped with
+  ``value=loss``). Without schedulers the rate is the optimizer's ``lr``, constant.
   """
 
-  def __init__(self, base_lr: float, schedules: Sequence[Callable], plateau: dict | None):
+  def __init__(self, base_lr: float, schedulers: Sequence[Any]):
+    self.names = [type(s).__name__ for s in schedulers]
     self.base_lr = base_lr
-    self.schedules = list(schedules)
-    self.plateau = None if plateau is None else dict(plateau)
-    self.scale = 1.0
-    self.t = 0  # scheduler steps so far
-    self.names: list = []  # the torch schedulers' class names
-
-  def _scheduled(self, t: int) -> float:
-    factor = 1.0
-    for schedule in self.schedules:
-      factor *= float(schedule(t))
-    return self.base_lr * factor
+    self.tx = self.state = None
+    if schedulers:
+      converted = schedules_torch.from_torch_scheduler(list(schedulers))
+      self.tx, self.state = converted.transformation, converted.state
 
   def lr(self) -> float:
-    return self._scheduled(self.t) * self.scale
+    return self.base_lr if self.state is None else float(self.state.lr)
 
   def advance(self, loss) -> None:
     """Every scheduler's ``step()`` after an optimizer step whose loss was ``loss``."""
-    self.t += 1
-    p = self.plateau
-    if p is None:
-      return
-    loss = float(loss)
-    if p["mode"] == "min":
-      better = (loss < p["best"] * (1 - p["threshold"]) if p["threshold_mode"] == "rel"
-                else loss < p["best"] - p["threshold"])
-    else:
-      better = (loss > p["best"] * (1 + p["threshold"]) if p["threshold_mode"] == "rel"
-                else loss > p["best"] + p["threshold"])
-    if better:
-      p["best"], p["num_bad_epochs"] = loss, 0
-    else:
-      p["num_bad_epochs"] += 1
-    if p["cooldown_counter"] > 0:
-      p["cooldown_counter"] -= 1
-      p["num_bad_epochs"] = 0
-    if p["num_bad_epochs"] > p["patience"]:
-      # The plateau steps after the other schedulers of the list: it sees their new rate.
-      old = self._scheduled(self.t) * self.scale
-      new = max(old * p["factor"], p["min_lr"])
-      if old - new > p["eps"]:
-        self.scale = new / self._scheduled(self.t)
-      p["cooldown_counter"] = p["cooldown"]
-      p["num_bad_epochs"] = 0
+    if self.tx is not None:
+      _, self.state = self.tx.update(None, self.state, value=loss)
 
 
-def _closed_form(scheduler) -> Callable[[Any], Any]:
-  """The multiplicative factor of one chainable torch scheduler after ``t`` of its steps.
-
-  An adapter until the schedules' torch conversion lands: StepLR, ExponentialLR, ConstantLR,
-  LinearLR and PolynomialLR, the classes ``optim_db``'s scheduler inputs use.
-  """
-  name = type(scheduler).__name__
-  s = scheduler
-  if name == "StepLR":
-    return lambda t: s.gamma ** (t // s.step_size)
-  if name == "ExponentialLR":
-    return lambda t: s.gamma**t
-  if name == "ConstantLR":
-    return lambda t: s.factor if t < s.total_iters else 1.0
-  if name == "LinearLR":
-    return lambda t: s.start_factor + (s.end_factor - s.start_factor) * min(t, s.total_iters) / (
-        s.total_iters)
-  if name == "PolynomialLR":
-    return lambda t: (1.0 - min(t, s.total_iters) / s.total_iters) ** s.power
-  raise NotImplementedError(f"no JAX schedule for torch's {name}")
-
-
-def lr_program(base_lr: float, schedulers: Sequence[Any]) -> LrProgram:
-  """An :class:`LrProgram` for torch ``schedulers`` freshly constructed on an optimizer."""
-  schedules, plateau = [], None
-  for scheduler in schedulers:
-    if type(scheduler).__name__ == "ReduceLROnPlateau":
-      if plateau is not None:
-        raise NotImplementedError("two ReduceLROnPlateau schedulers")
-      plateau = {k: copy.deepcopy(getattr(scheduler, k)) for k in (
-          "mode", "threshold", "threshold_mode", "patience", "cooldown", "factor", "eps",
-          "best", "num_bad_epochs", "cooldown_counter")}
-      (plateau["min_lr"],) = scheduler.min_lrs
-    else:
-      schedules.append(_closed_form(scheduler))
-  program = LrProgram(base_lr, schedules, plateau)
-  program.names = [type(s).__name__ for s in schedulers]
-  return program
+def lr_program(base_lr: float, schedulers: Sequence[Any], dtype: str) -> LrProgram:
+  """An :class:`LrProgram` for torch ``schedulers`` just constructed on an optimizer (rates in
+  float64 for ``dtype="float64"``, under ``jax.enable_x64``, as torch computes them)."""
+  x64 = jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
+  with x64:
+    return LrProgram(base_lr, schedulers)
 
 
 # ----------------------------------------------------------------------------- torch side
@@ -219,7 +159,7 @@ def torch_run(torch_cls, kwargs: dict, scheduler_ctors: Sequence[Callable], *, m
     optimizer = torch_cls(params, **kwargs)
     base_lr = float(optimizer.param_groups[0]["lr"])
     schedulers = [make(optimizer) for make in scheduler_ctors]
-    program = lr_program(base_lr, schedulers)
+    program = lr_program(base_lr, schedulers, dtype)
     batches = [(torch.tensor(x, dtype=torch_dtype), torch.tensor(y))
                for x, y in _batches(model, seed)]
     lrs = []
