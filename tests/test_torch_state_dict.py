@@ -17,8 +17,10 @@ import optax
 import pytest
 import torch
 
+from phaseshift_jax import schedules
 from phaseshift_jax.compat import torch as ours
 from tests.crosscheck.harness import (
+  _JAX_MODELS,
   _batches,
   _jax_grad,
   _single_torch_thread,
@@ -104,7 +106,10 @@ class TorchRun:
           p.grad = g
         self.optimizer.step()
         for scheduler in self.schedulers:
-          scheduler.step()
+          if type(scheduler).__name__ == "ReduceLROnPlateau":
+            scheduler.step(loss.detach())
+          else:
+            scheduler.step()
         self.t += 1
     return self
 
@@ -202,30 +207,72 @@ def test_before_the_first_step(case):
   _assert_state_dicts_equal(back, run.optimizer.state_dict())
 
 
-def _step_lr(base_lr, step_size, gamma):
-  """StepLR's rate at count ``t`` (the JAX schedule of a torch StepLR)."""
-  return lambda count: base_lr * gamma ** (jnp.asarray(count, float) // step_size)
-
-
 @pytest.mark.parametrize("cls, name, kwargs", [
     (O.Adam, "adam", dict(lr=1e-2, amsgrad=True)),
     (O.SGD, "sgd", dict(lr=0.05, momentum=0.9)),
 ])
 def test_scheduled_run_continues(cls, name, kwargs):
-  """With a StepLR: ``lr`` given as its schedule continues at torch's step count."""
-  run = TorchRun(cls, kwargs, [lambda o: O.lr_scheduler.StepLR(o, step_size=10, gamma=0.5)])
+  """Warm-up then cosine (SequentialLR): ``lr`` as its converted schedule, at torch's count."""
+  run = TorchRun(cls, kwargs, [lambda o: O.lr_scheduler.SequentialLR(o, [
+      O.lr_scheduler.LinearLR(o, start_factor=0.1, total_iters=10),
+      O.lr_scheduler.CosineAnnealingLR(o, T_max=30)], milestones=[10])])
   run.steps(STEPS)
   state_dict = copy.deepcopy(run.optimizer.state_dict())
-  last_epoch = run.schedulers[0].last_epoch
   middle = run.numpy_params()
-  expected = run.steps(STEPS).numpy_params()
-  schedule_kwargs = {**kwargs, "lr": _step_lr(kwargs["lr"], 10, 0.5)}
   with jax.enable_x64(True):
+    converted = schedules.torch.from_torch_scheduler(run.schedulers)
+    expected = run.steps(STEPS).numpy_params()
+    schedule_kwargs = {**kwargs, "lr": converted.schedule}
     params = [jnp.asarray(p) for p in middle]
-    step = None if name != "sgd" else last_epoch  # SGD keeps no step count
-    state = ours.from_torch_state_dict(name, state_dict, params, step=step, **schedule_kwargs)
+    state = ours.from_torch_state_dict(name, state_dict, params, step=converted.count,
+                                       **schedule_kwargs)
     got, _ = jax_steps(getattr(ours, name)(**schedule_kwargs), state, params, STEPS, STEPS)
   assert max_diff(expected, got) <= TOLERANCE
+
+
+@pytest.mark.parametrize("cls, name, kwargs", [
+    (O.Adam, "adam", dict(amsgrad=True)),
+    (O.SGD, "sgd", dict(momentum=0.9, nesterov=True)),
+])
+def test_plateau_run_continues(cls, name, kwargs):
+  """With StepLR and ReduceLROnPlateau: their conversion's transformation after lr=1.0."""
+  run = TorchRun(cls, {"lr": 0.05, **kwargs}, [
+      lambda o: O.lr_scheduler.StepLR(o, step_size=7, gamma=0.9),
+      lambda o: O.lr_scheduler.ReduceLROnPlateau(o, factor=0.5, patience=1, threshold=0.05)])
+  run.steps(STEPS)
+  state_dict = copy.deepcopy(run.optimizer.state_dict())
+  middle = run.numpy_params()
+  with jax.enable_x64(True):
+    params = [jnp.asarray(p) for p in middle]
+    state = ours.from_torch_state_dict(name, state_dict, params, scheduler=run.schedulers,
+                                       lr=1.0, **kwargs)
+    converted = schedules.torch.from_torch_scheduler(run.schedulers)
+    tx = optax.chain(_factory(name)(lr=1.0, **kwargs), converted.transformation)
+    lrs_before = float(converted.state.lr)
+    expected = run.steps(STEPS).numpy_params()
+    assert float(run.optimizer.param_groups[0]["lr"]) < lrs_before / 2  # the plateau cut
+    loss_fn = _jax_loss("mlp", "float64")
+    batches = [(jnp.asarray(x), jnp.asarray(y, jnp.int32)) for x, y in _batches("mlp", 0)]
+
+    @jax.jit
+    def step(params, state, x, y):
+      loss, grads = loss_fn(params, x, y)
+      updates, state = tx.update(grads, state, params, value=loss)
+      return optax.apply_updates(params, updates), state
+
+    for t in range(STEPS, 2 * STEPS):
+      params, state = step(params, state, *batches[t % len(batches)])
+  assert max_diff(expected, params) <= TOLERANCE
+  assert float(state[1].lr) == pytest.approx(float(run.optimizer.param_groups[0]["lr"]), rel=1e-12)
+
+
+def _jax_loss(model, dtype):
+  forward = _JAX_MODELS[model]
+
+  def loss(params, x, y):
+    return optax.softmax_cross_entropy_with_integer_labels(forward(params, x), y).mean()
+
+  return jax.value_and_grad(loss)
 
 
 def test_every_optimizer_has_a_case():

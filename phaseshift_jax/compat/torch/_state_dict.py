@@ -67,6 +67,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from phaseshift_jax.schedules import torch as schedules_torch
+
 __all__ = ["from_torch_state_dict", "to_torch_state_dict"]
 
 # torch group keys that select an implementation (no numbers depend on them) or are bookkeeping.
@@ -297,7 +299,7 @@ def _torch_index_order(groups: list) -> list:
 
 
 def from_torch_state_dict(optimizer, state_dict: dict, params, *, step: int | None = None,
-                          **factory_kwargs):
+                          scheduler=None, **factory_kwargs):
   """The ``compat.torch`` optimizer state equal to a torch optimizer's ``state_dict()``.
 
   Args:
@@ -308,13 +310,31 @@ def from_torch_state_dict(optimizer, state_dict: dict, params, *, step: int | No
     params: the JAX params tree; its ``jax.tree.leaves`` are torch's parameters in order.
     step: the step count, for an optimizer whose torch state has none (``SGD``); checked
       against torch's ``step`` where there is one.
+    scheduler: torch's scheduler(s) of this optimizer (an object, a list in the order the loop
+      steps them, or their ``schedules.torch.from_torch_scheduler`` conversion), for a run whose
+      rate a ``ReduceLROnPlateau`` (or any scheduler) sets: the optimizer is then
+      ``optax.chain(factory(lr=1.0, ...), conversion.transformation)`` (``lr`` must be 1.0, the
+      rate being the transformation's final factor, which holds for an optimizer whose rate is a
+      final factor: see ``schedules.torch.scheduled_lr``) and the return value is its state.
+      The step count defaults to the schedulers' ``last_epoch``. Without a plateau, an ``lr``
+      schedule (``conversion.schedule``) with ``step=conversion.count`` also continues the run.
     **factory_kwargs: the factory's keywords, as the optimizer will be built.
 
   Returns:
-    ``factory(**factory_kwargs).init(params)`` with torch's buffers and step count in it.
+    ``factory(**factory_kwargs).init(params)`` with torch's buffers and step count in it; with
+    ``scheduler``, the pair ``(that state, the conversion's state)``.
   """
   name, factory, layout = _resolve(optimizer)
   hyper = _hyperparameters(name, factory, factory_kwargs)
+  converted = None
+  if scheduler is not None:
+    converted = (scheduler if isinstance(scheduler, schedules_torch.FromTorch)
+                 else schedules_torch.from_torch_scheduler(scheduler))
+    if callable(hyper["lr"]) or hyper["lr"] != 1.0:
+      raise ValueError(f"with scheduler=, build compat.torch.{name} with lr=1.0 (the scheduler's "
+                       f"transformation multiplies in torch's rate), got lr={hyper['lr']!r}")
+    if step is None:
+      step = converted.count
   groups = state_dict["param_groups"]
   order = _torch_index_order(groups)
   leaves, treedef = jax.tree.flatten(params)
@@ -341,7 +361,8 @@ def from_torch_state_dict(optimizer, state_dict: dict, params, *, step: int | No
     raise ValueError(f"torch.optim.{name} keeps no step count and lr is a schedule: pass step=")
   else:
     count = 1 if any(started) else 0
-  _check_groups(name, layout, groups, hyper, count)
+  _check_groups(name, layout, groups,
+                hyper if converted is None else {**hyper, "lr": float(converted.state.lr)}, count)
 
   state = factory(**factory_kwargs).init(params)
   _check_fields(name, layout, state, params)
@@ -385,7 +406,8 @@ def from_torch_state_dict(optimizer, state_dict: dict, params, *, step: int | No
       return scalar_value(by_scalar[field], value) if any(started) else value
     return _RECURSE
 
-  return _walk(state, replace)
+  state = _walk(state, replace)
+  return state if converted is None else (state, converted.state)
 
 
 def to_torch_state_dict(optimizer, opt_state, params, *, step: int | None = None,
