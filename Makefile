@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[examples,test]"
+	$(BIN)/python -m pip install --quiet -e ".[examples,postgres,test]"
 	touch $@
 
 venv: $(BIN)/.installed

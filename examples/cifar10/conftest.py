@@ -1,10 +1,12 @@
-"""Test fixtures: small data sets in the official format, the real subset, a local HTTP server."""
+"""Test fixtures: small data sets in the official format, the real subset, a local HTTP server,
+a throwaway PostgreSQL server."""
 
 from __future__ import annotations
 
 import dataclasses
 import http.server
 import io
+import os
 import pickle
 import tarfile
 import threading
@@ -95,3 +97,29 @@ def server():
   httpd.shutdown()
   httpd.server_close()
   thread.join()
+
+
+def require_postgres(server: bool = True) -> None:
+  """Skips the test, saying why, where psycopg (the ``postgres`` extra) or, if ``server``,
+  PostgreSQL's ``initdb`` / ``pg_ctl`` are missing; under CI (``CI`` set) fails instead."""
+  from examples.cifar10 import postgres_fixture  # pylint: disable=import-outside-toplevel
+  try:
+    import psycopg  # noqa: F401  pylint: disable=import-outside-toplevel,unused-import
+    if server:
+      postgres_fixture.find_bin()
+  except (ImportError, postgres_fixture.Unavailable) as e:
+    message = f"PostgreSQL test: {e} (pip install -e '.[postgres]'; apt-get install postgresql)"
+    if os.environ.get("CI"):
+      pytest.fail(f"{message}; under CI, where make test installs the extra and .ci/run "
+                  "PostgreSQL, it must not skip")
+    pytest.skip(message)
+
+
+@pytest.fixture
+def postgres():
+  """The URL ``postgresql://postgres@127.0.0.1:PORT/study`` of an empty database on a
+  PostgreSQL server of its own (``postgres_fixture.server``), stopped afterwards."""
+  require_postgres()
+  from examples.cifar10 import postgres_fixture  # pylint: disable=import-outside-toplevel
+  with postgres_fixture.server() as url:
+    yield url

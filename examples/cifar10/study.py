@@ -5,7 +5,10 @@ storage whose running trials send heartbeats; a trial silent for ``grace_period`
 (its worker was killed) is failed and queued again with its hyperparameters and seed
 (``RetryHeartbeatStaleTrialCallback``, formerly ``RetryFailedTrialCallback``). Workers run
 ``study.optimize`` with a ``MaxTrialsCallback`` counting finished and running trials: none
-starts more than ``trials``, none waits for another. TPE is seeded from ``(seed, trial
+starts more than ``trials``, none waits for another (a trial that two workers created for
+the last place at once is failed before it trains: :class:`Surplus`). The storage may be a
+SQLite file (the default, one machine) or a server (``postgresql://``: several machines),
+whose connections are checked before use and time out. TPE is seeded from ``(seed, trial
 number)``; the median pruner judges the validation accuracy after each epoch. A complete
 trial also evaluates its model on the test set once (the report shows it for the best).
 """
@@ -14,8 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
+import socket
 import sys
 import time
 import warnings
@@ -25,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+import sqlalchemy.engine
 import sqlalchemy.exc
 from optuna.trial import TrialState
 
@@ -49,23 +55,98 @@ class StudyError(Exception):
   """A study that cannot be run as asked (a one-line message)."""
 
 
-def create_storage(config: default.Config, workdir: Path) -> optuna.storages.RDBStorage:
-  """The RDB storage of ``config.storage`` (``sqlite:///WORKDIR/study.db``), with heartbeats."""
+class Surplus(Exception):
+  """A trial created after the study's trials were all taken (by workers that checked the
+  count at the same moment): it is failed at once, before it trains, and not counted."""
+
+  def __init__(self, number: int, trials: int):
+    super().__init__(f"trial {number}: the {trials} trials are taken")
+    self.number = number
+
+
+class _QuietSurplus(logging.Filter):
+  """Drops Optuna's two warnings (one with a traceback) about a trial failed with
+  :class:`Surplus`; ``log_trial`` says it in one line."""
+
+  def __init__(self):
+    super().__init__()
+    self.numbers: set[int] = set()
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    if record.exc_info and isinstance(record.exc_info[1], Surplus):
+      self.numbers.add(record.exc_info[1].number)
+      return False
+    message = record.getMessage()
+    return not any(message.startswith(f"Trial {n} failed with value") for n in self.numbers)
+
+
+def quiet_surplus() -> None:
+  """Installs :class:`_QuietSurplus` on Optuna's optimize logger (once)."""
+  optimize_logger = optuna.logging.get_logger("optuna.study._optimize")
+  if not any(isinstance(f, _QuietSurplus) for f in optimize_logger.filters):
+    optimize_logger.addFilter(_QuietSurplus())
+
+
+def taken_before(trial: optuna.Trial) -> int:
+  """How many trials numbered before ``trial`` are finished, running or queued.
+
+  Workers check ``MaxTrialsCallback``'s count and then create a trial, two steps: on a
+  server database two workers can both see one trial left. Trial numbers are given under
+  a lock of the study's row, so the later of the two finds the earlier one here.
+  """
+  return sum(t.number < trial.number for t in trial.study.get_trials(
+      deepcopy=False, states=(*FINISHED, TrialState.RUNNING, TrialState.WAITING)))
+
+
+CONNECT_TIMEOUT = 10  # Seconds to reach a database server (``?connect_timeout=N`` in the URL).
+DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}  # psycopg 3.
+
+
+def storage_url(config: default.Config, workdir: Path) -> str:
+  """``config.storage`` (``sqlite:///WORKDIR/study.db`` by default); ``postgresql://`` is
+  ``postgresql+psycopg://`` (psycopg 3, the ``postgres`` extra)."""
   url = config.storage or f"sqlite:///{(workdir / 'study.db').resolve()}"
+  scheme, sep, rest = url.partition("://")
+  return f"{DRIVERS.get(scheme, scheme)}{sep}{rest}"
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+  """SQLite: wait up to 120 s for the file's lock. A server: test a pooled connection before
+  using it (a server restart or an idle timeout closed it) and give up connecting after
+  ``CONNECT_TIMEOUT`` s (the URL's ``connect_timeout`` wins)."""
+  if url.startswith("sqlite"):
+    return {"connect_args": {"timeout": 120}}
+  kwargs: dict[str, Any] = {"pool_pre_ping": True}
+  if url.startswith(("postgresql", "mysql")) and "connect_timeout=" not in url:
+    kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT}
+  return kwargs
+
+
+def create_storage(config: default.Config, workdir: Path) -> optuna.storages.RDBStorage:
+  """The RDB storage of :func:`storage_url`, with heartbeats; several workers may create it
+  at once (the one that loses the race for the tables retries)."""
+  url = storage_url(config, workdir)
+  try:  # In messages, as typed but without its password.
+    shown = sqlalchemy.engine.make_url(config.storage or url).render_as_string(hide_password=True)
+  except sqlalchemy.exc.ArgumentError:
+    shown = config.storage or url
   for attempt in range(3):
     try:
       with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(
-            url, engine_kwargs={"connect_args": {"timeout": 120}} if url.startswith("sqlite")
-            else None, heartbeat_interval=config.heartbeat_interval,
+            url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=config.heartbeat_interval,
             grace_period=config.grace_period,
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(3))
-    except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as e:
+    except ImportError as e:
+      hint = (": pip install 'phaseshift_jax[postgres]'" if url.startswith("postgresql+psycopg")
+              else "")
+      raise StudyError(f"cannot open the storage {shown}: no driver ({e}){hint}") from e
+    except (sqlalchemy.exc.SQLAlchemyError, ValueError) as e:
       racing = isinstance(e, sqlalchemy.exc.IntegrityError) or "already exists" in str(e)
       if not racing or attempt == 2:  # Not another worker creating the tables right now.
         reason = (str(e).strip().splitlines() or [""])[0]
-        raise StudyError(f"cannot open the storage {url}: {type(e).__name__}: {reason}") from e
+        raise StudyError(f"cannot open the storage {shown}: {type(e).__name__}: {reason}") from e
       time.sleep(1)
   raise AssertionError("unreachable")
 
@@ -101,6 +182,10 @@ def open_study(storage: optuna.storages.BaseStorage, config: default.Config,
 def objective(trial: optuna.Trial, config: default.Config,
               data: Mapping[str, input_pipeline.Split]) -> float:
   """Trains one trial; returns its validation accuracy after the last epoch."""
+  trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")  # Which ran it.
+  if taken_before(trial) >= config.trials:
+    trial.set_user_attr("surplus", True)
+    raise Surplus(trial.number, config.trials)
   trial.study.sampler = optuna.samplers.TPESampler(  # Reproducible, a stream per trial.
       seed=int(np.random.SeedSequence([config.seed, trial.number]).generate_state(1)[0]))
   if "seed" not in trial.user_attrs:  # A retried trial keeps its seed.
@@ -149,12 +234,18 @@ def run_study(config: default.Config, workdir: str | Path,
     raise StudyError(f"cannot use {workdir} as the study's directory: {e.strerror}") from e
   storage = create_storage(config, workdir)
   optuna.logging.set_verbosity(optuna.logging.WARNING)
+  quiet_surplus()
   studies = {n: open_study(storage, config, n) for n in names}
   data = input_pipeline.load(config)
 
   def log_trial(study, trial):
+    if trial.user_attrs.get("surplus"):
+      log(f"{study.study_name} trial {trial.number}: not run, the {config.trials} trials are "
+          "taken (another worker started the last one at the same time)")
+      return
+    value = math.nan if trial.value is None else trial.value
     log(f"{study.study_name} trial {trial.number}: {trial.state.name.lower()} after "
-        f"{len(trial.intermediate_values)} epochs, val acc {trial.value or math.nan:.2%} (" +
+        f"{len(trial.intermediate_values)} epochs, val acc {value:.2%} (" +
         ", ".join(f"{k}={v:.3g}" for k, v in trial.params.items()) + ")")
 
   for name, study in studies.items():
@@ -165,7 +256,7 @@ def run_study(config: default.Config, workdir: str | Path,
     if len(taken) < config.trials:  # MaxTrialsCallback's count, before the first trial.
       study.optimize(
           lambda trial, name=name: objective(trial, trial_config(config, name), data),
-          n_trials=config.worker_trials, gc_after_trial=False,
+          n_trials=config.worker_trials, gc_after_trial=False, catch=(Surplus,),
           callbacks=[optuna.study.MaxTrialsCallback(
               config.trials, states=(*FINISHED, TrialState.RUNNING)), log_trial])
   finished = {s.study_name: len(s.get_trials(deepcopy=False, states=FINISHED))
@@ -189,7 +280,8 @@ def summarize(study: optuna.Study, top: int) -> dict[str, Any]:
   best = complete[0] if complete else None
   return {"study": study.study_name, "optimizer": study.user_attrs.get("optimizer"),
           "complete": len(complete), "pruned": len(finished) - len(complete),
-          "failed": sum(t.state == TrialState.FAIL for t in trials), "top": len(values),
+          "failed": sum(t.state == TrialState.FAIL and not t.user_attrs.get("surplus")
+                        for t in trials), "top": len(values),
           "top_mean": float(values.mean()) if len(values) else None,
           "top_std": float(values.std(ddof=1)) if len(values) > 1 else None,
           "trial_seconds": seconds, "seconds_per_trial": seconds / max(len(finished), 1),

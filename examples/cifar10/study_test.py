@@ -112,3 +112,29 @@ def test_a_study_resumed_with_other_settings_is_refused(data_dir, tmp_path):
   study.open_study(storage, _config(data_dir, trials=5, grace_period=30), "adam")  # May change.
   with pytest.raises(study.StudyError, match="was run with epochs=1, not 2"):
     study.open_study(storage, _config(data_dir, epochs=2), "adam")
+
+
+def test_a_trial_created_past_the_count_is_failed_before_it_trains(tmp_path, caplog):
+  config = _config(tmp_path / "no-data", trials=1)  # It never reads the data.
+  storage = study.create_storage(config, tmp_path)
+  handle = study.open_study(storage, config, "adam")
+  with pytest.warns(UserWarning, match="Heartbeat of storage"):  # Optuna: not in optimize.
+    last = handle.ask()  # Another worker has just taken the only trial...
+  study.quiet_surplus()
+  optuna.logging.enable_propagation()  # Let caplog see what Optuna prints.
+  caplog.clear()
+  try:  # ... and this one passed the count at the same moment (as run_study runs it).
+    handle.optimize(lambda t: study.objective(t, study.trial_config(config, "adam"), {}),
+                    n_trials=1, catch=(study.Surplus,))
+  finally:
+    optuna.logging.disable_propagation()
+  running, surplus = handle.get_trials()
+  assert (running.number, running.state, surplus.state) == (0, TrialState.RUNNING,
+                                                            TrialState.FAIL)
+  assert surplus.user_attrs["surplus"] and not surplus.params  # Nothing sampled or trained.
+  assert study.taken_before(last) == 0
+  assert not [r for r in caplog.records if "failed" in r.getMessage()], caplog.text
+  last.set_user_attr("seed", 0)
+  handle.tell(last, 0.5)
+  summary = study.summarize(handle, top=5)
+  assert (summary["complete"], summary["failed"]) == (1, 0)  # Not counted as a failure.
