@@ -333,3 +333,12 @@ def test_stateless_count_needs_a_step():
       ours.to_torch_state_dict("rmsprop", state, params)
     back = ours.to_torch_state_dict("rmsprop", state, params, step=2, to_tensor=torch.as_tensor)
   _assert_state_dicts_equal(back, run.optimizer.state_dict())
+
+
+def test_docstring_example_runs():
+  import doctest
+
+  from phaseshift_jax.compat.torch import _state_dict
+
+  result = doctest.testmod(_state_dict, optionflags=doctest.ELLIPSIS)
+  assert result.attempted > 0 and result.failed == 0
