@@ -342,3 +342,59 @@ def test_docstring_example_runs():
 
   result = doctest.testmod(_state_dict, optionflags=doctest.ELLIPSIS)
   assert result.attempted > 0 and result.failed == 0
+
+
+# compat.torch optimizers that refuse complex parameters at init (as torch's would not).
+REAL_ONLY = {"adam", "adamw", "nadam", "radam", "adafactor"}
+_COMPLEX_KWARGS = {"sgd": dict(lr=0.01, momentum=0.9), "asgd": dict(lr=0.01, t0=5.0),
+                   "rmsprop": dict(lr=0.01, momentum=0.5, centered=True), "adagrad": dict(lr=0.1)}
+
+
+@pytest.mark.parametrize("name", sorted({name for _, name, _ in CASES.values()} - PENDING))
+def test_complex_parameters(name):
+  """A complex and a real parameter (least squares), 20 torch steps, convert, 20 more."""
+  factory = getattr(ours, name)
+  kwargs = _COMPLEX_KWARGS.get(name, {})
+  rng = np.random.default_rng(0)
+  a = rng.standard_normal((6, 3)) + 1j * rng.standard_normal((6, 3))
+  b = rng.standard_normal(6) + 1j * rng.standard_normal(6)
+  with jax.enable_x64(True):
+    complex_params = [jnp.zeros(3, jnp.complex128), jnp.zeros(2)]
+    if name in REAL_ONLY:
+      with pytest.raises(TypeError, match="complex"):
+        factory(**kwargs).init(complex_params)
+      return
+  cls = {n.lower(): getattr(O, n) for n in dir(O)}[name]
+  w = torch.nn.Parameter(torch.zeros(3, dtype=torch.complex128))
+  r = torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))
+  optimizer = cls([w, r], **kwargs)
+  a_t, b_t = torch.tensor(a), torch.tensor(b)
+
+  def torch_steps(n):
+    for _ in range(n):
+      loss = (a_t @ w - b_t).abs().pow(2).sum() + (r - 1).pow(2).sum()
+      optimizer.zero_grad()
+      loss.backward()
+      optimizer.step()
+
+  torch_steps(20)
+  state_dict = copy.deepcopy(optimizer.state_dict())
+  middle = [w.detach().numpy().copy(), r.detach().numpy().copy()]
+  torch_steps(20)
+  with jax.enable_x64(True):
+    params = [jnp.asarray(m) for m in middle]
+    state = ours.from_torch_state_dict(name, state_dict, params, **kwargs)
+    tx = factory(**kwargs)
+
+    def loss(p):
+      return jnp.sum(jnp.abs(a @ p[0] - b) ** 2) + jnp.sum((p[1] - 1) ** 2)
+
+    @jax.jit
+    def step(params, state):
+      grads = [jnp.conj(g) for g in jax.grad(loss)(params)]  # torch's convention: conj of JAX's
+      updates, state = tx.update(grads, state, params)
+      return optax.apply_updates(params, updates), state
+
+    for _ in range(20):
+      params, state = step(params, state)
+  assert max_diff(params, [w.detach().numpy(), r.detach().numpy()]) <= TOLERANCE

@@ -37,8 +37,10 @@ Calling convention::
 
 The library does not import torch: a tensor is anything with ``.numpy()`` or ``__array__``, and
 :func:`to_torch_state_dict` returns NumPy arrays unless given ``to_tensor`` (``torch.as_tensor``
-makes ``load_state_dict``-ready tensors). Not covered: ``optax.inject_hyperparams``-wrapped states
-(convert the inner state: ``state.inner_state``) and complex parameters.
+makes ``load_state_dict``-ready tensors). Complex parameters convert as they are (the state of a
+complex leaf is complex, torch's state tensor, where the optimizer takes complex parameters).
+Not covered: ``optax.inject_hyperparams``-wrapped states (convert the inner state,
+``state.inner_state``).
 
 Example:
   >>> import numpy as np, torch
