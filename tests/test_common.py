@@ -73,7 +73,8 @@ ADAM_LR, ADAM_EPS, ADAM_KICK = 0.02, 1e-8, 1e-4
 # real_only), as PhaseShift does.
 COMPLEX_FACTORIES = (torch_optim.sgd, minima.sgd, miniai.sgd, torch_optim.adagrad,
                      torch_optim.rmsprop, torch_optim.asgd, torch_optim.adadelta,
-                     torch_optim.adamax, torch_optim.rprop)
+                     torch_optim.adamax, torch_optim.rprop,
+                     torch_optim.adam, torch_optim.adamw, torch_optim.nadam, torch_optim.radam)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -186,6 +187,18 @@ CONFIGS = [
     compat("torch.rprop()", torch_optim.rprop),
     compat("torch.rprop(etas array, step_sizes array, maximize)", torch_optim.rprop,
            lr=0.1, etas=jnp.array([0.5, 1.2]), step_sizes=jnp.array([1e-6, 1.0]), maximize=True),
+    compat("torch.adam(decoupled_weight_decay, betas array)", torch_optim.adam,
+           lr=0.1, betas=BETAS, weight_decay=WD, decoupled_weight_decay=True),
+    # nadam, radam at 0.02 (ADAM_LR): at 0.1 RAdam's first, unrectified steps (SGD with momentum
+    # at 0.1) throw the Rosenbrock iterate far off, and NAdam ends 0.1 from its minimum.
+    compat("torch.nadam(betas array, eps, weight_decay, momentum_decay)", torch_optim.nadam,
+           lr=ADAM_LR, betas=BETAS, eps=1e-8, weight_decay=WD, momentum_decay=4e-3),
+    compat("torch.nadam(decoupled_weight_decay, maximize)", torch_optim.nadam,
+           lr=ADAM_LR, weight_decay=WD, decoupled_weight_decay=True, maximize=True),
+    compat("torch.radam(betas array, eps, weight_decay)", torch_optim.radam,
+           lr=ADAM_LR, betas=BETAS, eps=1e-8, weight_decay=WD),
+    compat("torch.radam(decoupled_weight_decay, maximize)", torch_optim.radam,
+           lr=ADAM_LR, weight_decay=WD, decoupled_weight_decay=True, maximize=True),
     compat("minima.sgd(momentum, wd)", minima.sgd, lr=1e-2, momentum=0.9, wd=WD),
     compat("minima.adagrad(wd, eps)", minima.adagrad, lr=0.3, wd=WD, eps=1e-7),
     compat("minima.rmsprop(wd, eps, rho)", minima.rmsprop, lr=5e-3, wd=WD, eps=1e-7, rho=0.9),
@@ -215,7 +228,9 @@ def test_configs_cover_every_export():
   building_blocks = {  # the pieces inside the factories, and the helpers
       "scale_by_torch_adagrad", "scale_by_torch_amsgrad", "scale_by_torch_asgd",
       "scale_by_torch_rprop", "ScaleByTorchAsgdState", "ScaleByTorchRpropState",
-      "as_real_pairs", "asgd_averaged_params", "from_torch_state_dict", "to_torch_state_dict"}
+      "as_real_pairs", "asgd_averaged_params",
+      "scale_by_torch_nadam", "scale_by_torch_radam", "ScaleByTorchNadamState",
+      "from_torch_state_dict", "to_torch_state_dict"}
   exported = {f"{module.__name__.rsplit('.', 1)[1]}.{name}"
               for module in (torch_optim, minima, miniai) for name in module.__all__
               if name not in building_blocks}

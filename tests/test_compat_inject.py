@@ -29,6 +29,9 @@ import pytest
 from phaseshift_jax.compat import miniai, minima, torch as torch_optim
 
 STEPS = 3
+# RAdam rectifies from rho_t > 5, i.e. from step 6 (beta2 near 1) or later: its cases run longer,
+# so that eps and beta2 matter.
+RADAM_STEPS = 8
 CHANGE_AT = 1  # the mid-run change of a hyperparameter comes before this step (0-based)
 # float32. Injected hyperparameters are float32 arrays, plain ones Python floats (doubles), so
 # e.g. 1 - beta2 rounds differently (relative 1.3e-5 for beta2 = 0.999, 1e-6 for 0.99): the
@@ -42,6 +45,7 @@ class Case:
   factory: Callable[..., optax.GradientTransformation]
   kwargs: dict
   static_args: tuple = ()
+  steps: int = STEPS
 
   def __str__(self):
     return self.name
@@ -96,6 +100,18 @@ CASES = [
          dict(lr=0.05, etas=jnp.array([0.6, 2.5]), step_sizes=jnp.array([1e-2, 0.3]))),
     Case("torch.rprop(maximize, tuples)", torch_optim.rprop,
          dict(lr=0.05, etas=(0.3, 1.5), step_sizes=(1e-3, 0.2), maximize=True)),
+    Case("torch.adam(decoupled_weight_decay, betas array)", torch_optim.adam,
+         dict(lr=0.01, betas=BETAS, eps=1e-3, weight_decay=0.2, decoupled_weight_decay=True)),
+    Case("torch.nadam(betas array, eps, weight_decay, momentum_decay)", torch_optim.nadam,
+         dict(lr=0.01, betas=BETAS, eps=1e-3, weight_decay=0.1, momentum_decay=0.3)),
+    Case("torch.nadam(decoupled_weight_decay, maximize)", torch_optim.nadam,
+         dict(lr=0.01, betas=BETAS, eps=1e-3, weight_decay=0.2, momentum_decay=0.3,
+              decoupled_weight_decay=True, maximize=True)),
+    Case("torch.radam(betas array, eps, weight_decay)", torch_optim.radam,
+         dict(lr=0.01, betas=BETAS, eps=1e-3, weight_decay=0.1), steps=RADAM_STEPS),
+    Case("torch.radam(decoupled_weight_decay, maximize)", torch_optim.radam,
+         dict(lr=0.01, betas=BETAS, eps=1e-3, weight_decay=0.2, decoupled_weight_decay=True,
+              maximize=True), steps=RADAM_STEPS),
     Case("minima.sgd(momentum, wd)", minima.sgd, dict(lr=0.05, momentum=0.8, wd=0.1)),
     Case("minima.sgd(lr): momentum, wd 0", minima.sgd, dict(lr=0.05)),
     Case("minima.adagrad(wd, eps)", minima.adagrad, dict(lr=0.05, wd=0.1, eps=1e-3)),
@@ -122,6 +138,8 @@ FACTORIES = {
     "torch.adadelta": torch_optim.adadelta,
     "torch.adamax": torch_optim.adamax,
     "torch.rprop": torch_optim.rprop,
+    "torch.nadam": torch_optim.nadam,
+    "torch.radam": torch_optim.radam,
     "minima.sgd": minima.sgd,
     "minima.adagrad": minima.adagrad,
     "minima.rmsprop": minima.rmsprop,
@@ -130,7 +148,7 @@ FACTORIES = {
     "miniai.adam": miniai.adam,
     "miniai.adam_with_annealing": miniai.adam_with_annealing,
 }
-STRUCTURAL = ("nesterov", "amsgrad", "centered", "maximize")
+STRUCTURAL = ("nesterov", "amsgrad", "centered", "maximize", "decoupled_weight_decay")
 # torch's no-op keywords (accepted so that a torch call ports unchanged; no numbers change).
 NO_OP = ("foreach", "fused", "capturable", "differentiable")
 INIT_ONLY = ("initial_accumulator_value",)  # read by init only: a change mid-run does nothing
@@ -171,7 +189,7 @@ def _tree(seed: int, scale: float = 1.0):
 
 
 PARAMS = _tree(0)
-GRADS = [_tree(10 + t, 0.5) for t in range(STEPS)]
+GRADS = [_tree(10 + t, 0.5) for t in range(max(STEPS, RADAM_STEPS))]
 
 
 def assert_trees_close(actual, expected, what: str):
@@ -207,7 +225,7 @@ def run_injected(case: Case, edit=None):
   if case.name not in _INJECTED:
     tx = optax.inject_hyperparams(case.factory, static_args=case.static_args)(**case.kwargs)
     _INJECTED[case.name] = (jax.jit(tx.init), jax.jit(tx.update))
-  return run(None, edit=edit, jitted=_INJECTED[case.name])
+  return run(None, range(case.steps), edit=edit, jitted=_INJECTED[case.name])
 
 
 def argument(case: Case, name: str):
@@ -218,7 +236,7 @@ def argument(case: Case, name: str):
 
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_injected_matches_plain(case):
-  plain_updates, plain_state, _ = run(case.factory(**case.kwargs))
+  plain_updates, plain_state, _ = run(case.factory(**case.kwargs), range(case.steps))
   updates, state, _ = run_injected(case)
   assert set(state.hyperparams) == injected_names(case)
   for t, (a, e) in enumerate(zip(updates, plain_updates)):
@@ -244,7 +262,7 @@ def test_each_injected_value_matters(case):
     )
     updates, _, _ = run_injected(case, edit=edit)
     after, _, _ = run(
-        case.factory(**{**case.kwargs, name: new}), range(CHANGE_AT, STEPS),
+        case.factory(**{**case.kwargs, name: new}), range(CHANGE_AT, case.steps),
         state=plain_state, params=plain_params,
     )
     for t, (a, e) in enumerate(zip(updates, before + after)):
@@ -341,6 +359,9 @@ def test_batched_hyperparameters_under_vmap():
         (torch_optim.adamax, dict(betas=jnp.array([0.9, 1.0])), r"betas\[1\]"),
         (torch_optim.rprop, dict(etas=jnp.array([0.5, 0.9])), r"etas\[1\]"),
         (torch_optim.rprop, dict(etas=(0.0, 1.2)), r"etas\[0\]"),
+        (torch_optim.nadam, dict(momentum_decay=jnp.asarray(-0.1)), "momentum_decay"),
+        (torch_optim.nadam, dict(betas=jnp.array([1.0, 0.999])), r"betas\[0\]"),
+        (torch_optim.radam, dict(eps=np.float32(-1e-8)), "eps"),
         (minima.sgd, dict(momentum=jnp.asarray(1.0)), "momentum"),
         (minima.rmsprop, dict(rho=jnp.asarray(-0.1)), "rho"),
         (miniai.adam, dict(lr=0.1, eps=jnp.asarray(-1e-5)), "eps"),

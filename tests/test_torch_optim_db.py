@@ -34,7 +34,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # Counterparts other helpers of issue 17 are building; remove a name when its factory lands
 # (the strict xfail then fails, as a reminder). Only a missing factory is expected to fail.
-PENDING = {"Adafactor", "NAdam", "RAdam", "LBFGS", "Muon"}
+PENDING = {"Adafactor", "LBFGS", "Muon"}
 # Tested on torch's configurations in another file, for the reason given.
 ELSEWHERE = {
     "LBFGS": "its step() runs inner iterations against a closure",
@@ -42,8 +42,6 @@ ELSEWHERE = {
 }
 ELSEWHERE_FILE = "tests/test_compat_torch_lbfgs_muon.py"
 NO_COUNTERPART = {"SparseAdam"}
-# Factories that do not accept torch's implementation flags yet (reported; not this file's to fix).
-REJECTS_IMPL_FLAGS = {"Adam", "AdamW"}
 
 
 class NoCounterpart(AssertionError):
@@ -158,11 +156,8 @@ def test_every_factory_is_a_torch_optimizer():
       name.lower() for name in OPTIM_DB}
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param(n, marks=[pytest.mark.xfail(strict=True, raises=TypeError,
-                                             reason="factory rejects torch's impl flags")]
-                 if n in REJECTS_IMPL_FLAGS else _pending(n))
-    for n in OPTIM_DB if n not in NO_COUNTERPART])
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=_pending(n)) for n in OPTIM_DB if n not in NO_COUNTERPART])
 def test_impl_flags_are_accepted(name):
   """torch's implementation keywords change no numbers; a ported call must not fail on them."""
   factory = _factory(name)

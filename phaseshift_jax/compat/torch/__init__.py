@@ -5,7 +5,8 @@ negate the gradient if ``maximize``, add the L2 term ``weight_decay * theta`` (`
 the parameters by ``1 - lr * weight_decay`` instead), then the optimizer's own rule, then the
 learning rate. Each optimizer is an ``optax.chain`` of optax primitives, with a custom piece only
 where optax has no exact equivalent (Adagrad's ``eps`` placement, torch's AMSGrad maximum, SGD's
-undamped first momentum buffer, ASGD, torch's Rprop); the docstrings say where.
+undamped first momentum buffer, ASGD, torch's Rprop, NAdam's momentum schedule and
+``mu_product``, RAdam's ``eps`` placement and ``rho_t > 5`` threshold); the docstrings say where.
 
 ``lr`` may be a float or an optax schedule (the step count starts at 0, as after zero
 ``scheduler.step()`` calls in torch). This module does not import torch.
@@ -21,17 +22,19 @@ says which. Concrete bad values raise ``ValueError`` naming the argument; traced
 checked. ``update`` needs ``params`` (the weight-decay piece reads them even for a zero decay).
 
 Optimizers: ``sgd``, ``adagrad``, ``rmsprop``, ``adam``, ``adamw``, ``asgd`` (with
-``asgd_averaged_params`` to read its averaged parameters), ``adadelta``, ``adamax``, ``rprop``.
+``asgd_averaged_params`` to read its averaged parameters), ``adadelta``, ``adamax``, ``rprop``,
+``nadam``, ``radam``. ``adam``, ``nadam`` and ``radam`` take torch's ``decoupled_weight_decay``
+(a static flag, like ``maximize``; ``adamw`` is ``adam`` with it set, and has no such keyword,
+as in torch).
 torch's ``foreach``, ``fused``, ``capturable`` and ``differentiable`` change no numbers: where
 torch has them they are accepted as keyword-only arguments that do nothing, so a torch call
 ports unchanged. ``SparseAdam`` has no counterpart: JAX has no sparse gradients.
 
 Complex parameters: torch steps a complex parameter as the pair of its real and imaginary parts
 (``torch.view_as_real``), and so do ``sgd`` (its rule is linear: nothing to do), ``adagrad``,
-``rmsprop``, ``asgd``, ``adadelta``, ``adamax`` and ``rprop`` (through :func:`as_real_pairs`;
-the state of a complex leaf is complex, of the leaf's shape, its real and imaginary parts the
-state of the two parts, as torch's state tensors). ``adam`` and ``adamw`` still refuse complex
-parameters at ``init`` with a ``TypeError`` (``_common.real_only``).
+``rmsprop``, ``asgd``, ``adadelta``, ``adamax``, ``rprop``, ``adam``, ``adamw``, ``nadam`` and
+``radam`` (through :func:`as_real_pairs`; the state of a complex leaf is complex, of the leaf's
+shape, its real and imaginary parts the state of the two parts, as torch's state tensors).
 """
 
 from phaseshift_jax.compat.torch._adadelta import adadelta
@@ -40,6 +43,8 @@ from phaseshift_jax.compat.torch._adam import adam, adamw
 from phaseshift_jax.compat.torch._adamax import adamax
 from phaseshift_jax.compat.torch._asgd import asgd, asgd_averaged_params
 from phaseshift_jax.compat.torch._complex import as_real_pairs
+from phaseshift_jax.compat.torch._nadam import nadam
+from phaseshift_jax.compat.torch._radam import radam
 from phaseshift_jax.compat.torch._rmsprop import rmsprop
 from phaseshift_jax.compat.torch._rprop import rprop
 from phaseshift_jax.compat.torch._sgd import sgd
@@ -47,6 +52,8 @@ from phaseshift_jax.compat.torch._state_dict import from_torch_state_dict, to_to
 from phaseshift_jax.compat.torch._transforms import (
     ScaleByTorchAsgdState, ScaleByTorchRpropState, scale_by_torch_adagrad, scale_by_torch_amsgrad,
     scale_by_torch_asgd, scale_by_torch_rprop)
+from phaseshift_jax.compat.torch._transforms import (
+    ScaleByTorchNadamState, scale_by_torch_nadam, scale_by_torch_radam)
 
 __all__ = [
     "sgd",
@@ -68,4 +75,9 @@ __all__ = [
     "scale_by_torch_rprop",
     "ScaleByTorchAsgdState",
     "ScaleByTorchRpropState",
+    "nadam",
+    "radam",
+    "scale_by_torch_nadam",
+    "scale_by_torch_radam",
+    "ScaleByTorchNadamState",
 ]

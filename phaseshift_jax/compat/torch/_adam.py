@@ -1,38 +1,48 @@
-"""``torch.optim.Adam`` and ``torch.optim.AdamW``."""
+"""``torch.optim.Adam`` and ``torch.optim.AdamW``; the ``betas`` check and the weight-decay chain
+shared with ``nadam`` and ``radam``."""
 
 from __future__ import annotations
 
 import optax
 
-from phaseshift_jax.compat._common import (
-    chain, check_non_negative, check_unit_interval, concrete_scalar, real_only)
-from phaseshift_jax.compat.torch._shared import _negate_if
+from phaseshift_jax.compat._common import chain, check_non_negative, check_unit_interval
+from phaseshift_jax.compat.torch._complex import as_real_pairs
+from phaseshift_jax.compat.torch._shared import _negate_if, _pair
 from phaseshift_jax.compat.torch._transforms import scale_by_torch_amsgrad
 
 
-def _adam(lr, betas, eps, weight_decay, amsgrad, maximize, decoupled):
-  check_non_negative("lr", lr)
-  check_non_negative("eps", eps)
-  check_non_negative("weight_decay", weight_decay)
-  b1, b2 = betas
+def _betas(betas):
+  """``(b1, b2)`` checked, each in [0, 1); concrete ones as Python floats (``_pair``)."""
+  b1, b2 = _pair("betas", betas)
   check_unit_interval("betas[0]", b1)
   check_unit_interval("betas[1]", b2)
-  # Concrete betas step as Python floats: the elements of a float32 array would promote the
-  # moments (and updates) of bfloat16 params to float32. Traced ones (under inject_hyperparams,
-  # which casts them to the params' dtype) stay as they are.
-  b1, b2 = (b if concrete_scalar("betas", b) is None else float(b) for b in (b1, b2))
-  if amsgrad:
-    core = scale_by_torch_amsgrad(b1, b2, eps)
-  else:
-    core = optax.scale_by_adam(b1, b2, eps)
+  return b1, b2
+
+
+def _weight_decay_chain(core, lr, weight_decay, maximize, decoupled):
+  """torch's order around an Adam-like ``core``: negate for ``maximize``, the L2 term (or, when
+  ``decoupled``, the decoupled decay after ``core``), then the learning rate; complex leaves
+  stepped as torch's real pairs (:func:`as_real_pairs`)."""
+  check_non_negative("lr", lr)
+  check_non_negative("weight_decay", weight_decay)
   decay = optax.add_decayed_weights(weight_decay)
-  return real_only(chain(
+  return as_real_pairs(chain(
       _negate_if(maximize),
       None if decoupled else decay,
       core,
       decay if decoupled else None,
       optax.scale_by_learning_rate(lr),
-  ), "compat.torch.adamw" if decoupled else "compat.torch.adam")
+  ))
+
+
+def _adam(lr, betas, eps, weight_decay, amsgrad, maximize, decoupled):
+  check_non_negative("eps", eps)
+  b1, b2 = _betas(betas)
+  if amsgrad:
+    core = scale_by_torch_amsgrad(b1, b2, eps)
+  else:
+    core = optax.scale_by_adam(b1, b2, eps)
+  return _weight_decay_chain(core, lr, weight_decay, maximize, decoupled)
 
 
 def adam(
@@ -42,9 +52,14 @@ def adam(
     weight_decay: float = 0.0,
     amsgrad: bool = False,
     *,
+    foreach: bool | None = None,
     maximize: bool = False,
+    capturable: bool = False,
+    differentiable: bool = False,
+    fused: bool | None = None,
+    decoupled_weight_decay: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""``torch.optim.Adam`` (L2 weight decay).
+  r"""``torch.optim.Adam`` (L2 weight decay, or decoupled with ``decoupled_weight_decay``).
 
   .. math::
       d_t = \pm g_t + \lambda\theta_{t-1}, \quad
@@ -59,20 +74,35 @@ def adam(
   :math:`v` (:func:`scale_by_torch_amsgrad`, custom because ``optax.scale_by_amsgrad`` takes the
   maximum of the bias-corrected moment). Without it the rule is ``optax.scale_by_adam``, so with
   the defaults this is ``optax.adam(1e-3)``; the additions are the L2 term and ``maximize``.
+  With ``decoupled_weight_decay`` there is no L2 term and the step is :func:`adamw`'s,
+  :math:`\theta_t = (1 - \alpha\lambda)\theta_{t-1} - \ldots` (torch's ``AdamW`` is this
+  ``Adam`` with ``decoupled_weight_decay=True``).
+  Complex parameters: stepped as torch does, as the pair of their real and imaginary parts
+  (:func:`as_real_pairs`: each part squared separately; the moments of a complex leaf are
+  complex).
 
   Args:
     lr: learning rate :math:`\alpha` (float or schedule), >= 0.
     betas: :math:`(\beta_1, \beta_2)`, each in [0, 1); a tuple (static under
       ``optax.inject_hyperparams``) or a length-2 array (injected).
     eps: :math:`\epsilon`, >= 0.
-    weight_decay: L2 coefficient :math:`\lambda`, >= 0.
+    weight_decay: L2 coefficient :math:`\lambda` (the decoupled one with
+      ``decoupled_weight_decay``), >= 0.
     amsgrad: torch's AMSGrad (static).
+    foreach: accepted so that torch calls port unchanged; no effect.
     maximize: ascend instead of descend (static).
+    capturable: accepted so that torch calls port unchanged; no effect.
+    differentiable: accepted so that torch calls port unchanged; no effect (every update here
+      is differentiable).
+    fused: accepted so that torch calls port unchanged; no effect.
+    decoupled_weight_decay: decoupled decay :math:`(1-\alpha\lambda)\theta` instead of the L2
+      term (static).
 
   References:
     ``torch.optim.Adam``, https://pytorch.org/docs/stable/generated/torch.optim.Adam.html
   """
-  return _adam(lr, betas, eps, weight_decay, amsgrad, maximize, decoupled=False)
+  del foreach, capturable, differentiable, fused
+  return _adam(lr, betas, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay)
 
 
 def adamw(
@@ -83,6 +113,10 @@ def adamw(
     amsgrad: bool = False,
     *,
     maximize: bool = False,
+    foreach: bool | None = None,
+    capturable: bool = False,
+    differentiable: bool = False,
+    fused: bool | None = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""``torch.optim.AdamW`` (decoupled weight decay).
 
@@ -93,7 +127,9 @@ def adamw(
   with :math:`m_t, v_t` of the raw (or, with ``maximize``, negated) gradient as in :func:`adam`.
   Without ``amsgrad`` this is the chain of ``optax.adamw``; it differs from ``optax.adamw`` by the
   default ``weight_decay`` (torch 1e-2, optax 1e-4), the default ``lr``, ``maximize`` and
-  torch's AMSGrad.
+  torch's AMSGrad. As in torch (whose ``AdamW`` is ``Adam(decoupled_weight_decay=True)``),
+  there is no ``decoupled_weight_decay`` keyword: it is :func:`adam` with that flag set.
+  Complex parameters as in :func:`adam`.
 
   Args:
     lr: learning rate :math:`\alpha` (float or schedule), >= 0.
@@ -103,8 +139,14 @@ def adamw(
     weight_decay: decoupled coefficient :math:`\lambda`, >= 0.
     amsgrad: torch's AMSGrad (static).
     maximize: ascend instead of descend (static).
+    foreach: accepted so that torch calls port unchanged; no effect.
+    capturable: accepted so that torch calls port unchanged; no effect.
+    differentiable: accepted so that torch calls port unchanged; no effect (every update here
+      is differentiable).
+    fused: accepted so that torch calls port unchanged; no effect.
 
   References:
     ``torch.optim.AdamW``, https://pytorch.org/docs/stable/generated/torch.optim.AdamW.html
   """
-  return _adam(lr, betas, eps, weight_decay, amsgrad, maximize, decoupled=True)
+  del foreach, capturable, differentiable, fused
+  return _adam(lr, betas, eps, weight_decay, amsgrad, maximize, True)

@@ -10,6 +10,11 @@
 * ``scale_by_torch_rprop``: ``optax.scale_by_rprop`` is another Rprop variant (it keeps the signed
   step instead of the gradient, returns the previous step, and leaves the step size alone where
   the product of gradients is 0, where torch multiplies it by 1 and clamps it).
+* ``scale_by_torch_nadam``: ``optax.scale_by_adam(nesterov=True)`` has a constant momentum;
+  torch's NAdam has Dozat's momentum schedule and its running product ``mu_product``.
+* ``scale_by_torch_radam``: ``optax.scale_by_radam`` places ``eps`` after the bias correction of
+  the second moment and rectifies from ``rho_t >= 5``; torch adds ``eps`` to the raw root and
+  rectifies from ``rho_t > 5``.
 """
 
 from __future__ import annotations
@@ -221,5 +226,139 @@ def scale_by_torch_rprop(
     updates = jax.tree.map(lambda g, size: -jnp.sign(g) * size, prev, sizes)
     return updates, ScaleByTorchRpropState(
         count=optax.safe_increment(state.count), prev=prev, step_size=sizes)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _power_and_complement(b, count):
+  r""":math:`(b^t, 1 - b^t)` as :math:`(e^x, -\mathrm{expm1}(x))`, :math:`x = t \log(1 - (1 - b))`.
+
+  torch computes these in Python floats (float64) whatever the parameters' dtype. In float32
+  ``1 - b**t`` loses most of its digits for ``b`` near 1 (0.999: relative 1e-5 at small ``t``);
+  this form keeps them (``1 - b`` is exact for a float32 ``b`` and rounds once for a Python one).
+  """
+  x = count * jnp.log1p(-(1.0 - b))
+  return jnp.exp(x), -jnp.expm1(x)
+
+
+class ScaleByTorchNadamState(NamedTuple):
+  """State of :func:`scale_by_torch_nadam`.
+
+  ``count`` is torch's ``step``; ``mu_product`` its ``mu_product`` (one scalar for the whole
+  tree: torch keeps one per parameter, all equal); ``mu`` and ``nu`` are ``exp_avg`` and
+  ``exp_avg_sq``.
+  """
+
+  count: jax.Array
+  mu_product: jax.Array
+  mu: optax.Updates
+  nu: optax.Updates
+
+
+def scale_by_torch_nadam(
+    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, momentum_decay: float = 4e-3
+) -> optax.GradientTransformation:
+  r"""NAdam's preconditioner as ``torch.optim.NAdam`` computes it (Dozat's momentum schedule).
+
+  .. math::
+      \mu_t = \beta_1\,(1 - \tfrac12\,0.96^{t\psi}), \quad \Pi_t = \Pi_{t-1}\,\mu_t, \quad
+      \Pi_0 = 1,
+
+  .. math::
+      m_t = \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
+      v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2, \quad
+      u_t = \frac{\frac{1-\mu_t}{1-\Pi_t}\, g_t + \frac{\mu_{t+1}}{1-\Pi_t\mu_{t+1}}\, m_t}
+                 {\sqrt{v_t / (1-\beta_2^t)} + \epsilon}
+
+  with :math:`\psi` = ``momentum_decay``. Custom because ``optax.scale_by_adam(nesterov=True)``
+  (``optax.nadam``) has a constant momentum :math:`\beta_1` and corrects the two terms by
+  :math:`1-\beta_1^{t+1}` and :math:`1-\beta_1^t`, where torch uses the schedule :math:`\mu_t`
+  and the products :math:`\Pi`. :math:`\Pi_t` is kept in float32 whatever the parameters' dtype,
+  as torch keeps ``mu_product`` under its default dtype; the coefficients are computed from it in
+  the precision of :math:`\mu_t` (float64 under ``jax.enable_x64``), as torch computes them in
+  Python floats.
+  """
+
+  def init_fn(params):
+    zeros = optax.tree.zeros_like(params)
+    return ScaleByTorchNadamState(
+        count=jnp.zeros([], jnp.int32), mu_product=jnp.ones([], jnp.float32), mu=zeros, nu=zeros
+    )
+
+  def update_fn(updates, state, params=None):
+    del params
+    mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+    nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+    count = optax.safe_increment(state.count)
+    momentum = b1 * (1.0 - 0.5 * 0.96 ** (count * momentum_decay))
+    momentum_next = b1 * (1.0 - 0.5 * 0.96 ** ((count + 1) * momentum_decay))
+    # torch multiplies its float32 mu_product in place: a float32 product of float32 factors.
+    mu_product = state.mu_product * jnp.asarray(momentum).astype(state.mu_product.dtype)
+    product = mu_product.astype(jnp.result_type(momentum))
+    grad_coef = (1.0 - momentum) / (1.0 - product)
+    moment_coef = momentum_next / (1.0 - product * momentum_next)
+    _, correction2 = _power_and_complement(b2, count)
+
+    def step(g, m, v):
+      denom = jnp.sqrt(v / correction2.astype(v.dtype)) + eps
+      return (grad_coef.astype(g.dtype) * g + moment_coef.astype(m.dtype) * m) / denom
+
+    updates = jax.tree.map(step, updates, mu, nu)
+    return updates, ScaleByTorchNadamState(count=count, mu_product=mu_product, mu=mu, nu=nu)
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def scale_by_torch_radam(
+    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+) -> optax.GradientTransformation:
+  r"""RAdam's preconditioner as ``torch.optim.RAdam`` computes it.
+
+  .. math::
+      \rho_\infty = \frac{2}{1-\beta_2} - 1, \quad
+      \rho_t = \rho_\infty - \frac{2t\beta_2^t}{1-\beta_2^t}, \quad
+      r_t = \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}},
+
+  .. math::
+      u_t = \begin{cases}
+        \hat m_t\, r_t\, \dfrac{\sqrt{1-\beta_2^t}}{\sqrt{v_t} + \epsilon} & \rho_t > 5 \\
+        \hat m_t & \text{otherwise}
+      \end{cases}
+
+  with :math:`m_t, v_t` as in Adam and :math:`\hat m_t = m_t / (1-\beta_1^t)`. Custom because
+  ``optax.scale_by_radam`` divides by :math:`\sqrt{\hat v_t} + \epsilon` (torch:
+  :math:`(\sqrt{v_t} + \epsilon) / \sqrt{1-\beta_2^t}`, i.e. :math:`\epsilon` scaled by
+  :math:`1/\sqrt{1-\beta_2^t}`) and rectifies for :math:`\rho_t \ge 5` (torch: :math:`> 5`).
+  The state is ``optax.ScaleByAdamState(count, mu=m, nu=v)``, the same as
+  ``optax.scale_by_radam``.
+  """
+
+  rho_inf = 2.0 / (1.0 - b2) - 1.0
+
+  def init_fn(params):
+    zeros = optax.tree.zeros_like(params)
+    return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=zeros)
+
+  def update_fn(updates, state, params=None):
+    del params
+    mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+    nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+    count = optax.safe_increment(state.count)
+    _, correction1 = _power_and_complement(b1, count)
+    b2t, correction2 = _power_and_complement(b2, count)
+    rho = rho_inf - 2 * count * b2t / correction2
+    rectify = rho > 5.0
+    ratio = (rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)
+    # The unrectified steps (rho <= 5, where the ratio may be negative) take the root of 1.
+    rect = jnp.sqrt(jnp.where(rectify, ratio, 1.0))
+    root_correction2 = jnp.sqrt(correction2)
+
+    def step(m, v):
+      m_hat = m / correction1.astype(m.dtype)
+      adaptive = root_correction2.astype(v.dtype) / (jnp.sqrt(v) + eps)
+      return jnp.where(rectify, m_hat * adaptive * rect.astype(m.dtype), m_hat)
+
+    updates = jax.tree.map(step, mu, nu)
+    return updates, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
 
   return optax.GradientTransformation(init_fn, update_fn)
