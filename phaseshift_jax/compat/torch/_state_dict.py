@@ -143,6 +143,8 @@ _LAYOUTS = {
                      kept=_always("exp_avg", "exp_avg_sq"), scalars={"mu_product": "mu_product"}),
     "radam": _Layout(fields={"exp_avg": "mu", "exp_avg_sq": "nu"},
                      kept=_always("exp_avg", "exp_avg_sq")),
+    "muon": _Layout(fields={"momentum_buffer": "trace"}, kept=_always("momentum_buffer"),
+                    has_step=False),
     "adafactor": _Layout(
         fields={"row_var": "row_var", "col_var": "col_var", "variance": "variance"},
         kept=_adafactor_kept),
@@ -448,6 +450,8 @@ def to_torch_state_dict(optimizer, opt_state, params, *, step: int | None = None
       raise ValueError(f"step={step} but the state's count is {count}")
   elif step is not None:
     count = int(step)
+  elif not layout.has_step and not callable(hyper.get("lr")):
+    count = None  # neither side counts (Muon): its buffers start at zero in torch too
   else:
     raise ValueError(f"this compat.torch.{name} state keeps no step count (its rule needs "
                      "none): pass step=, the number of steps taken")
@@ -461,7 +465,7 @@ def to_torch_state_dict(optimizer, opt_state, params, *, step: int | None = None
     group.setdefault(key, value)
   group["params"] = list(range(len(leaves)))
 
-  started = count > 0 or layout.from_start
+  started = count is None or count > 0 or layout.from_start
   state = {}
   if started:
     for i, leaf in enumerate(leaves):
