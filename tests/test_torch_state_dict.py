@@ -280,17 +280,74 @@ def _jax_loss(model, dtype):
 
 # Converted and tested on their own (their torch counterparts take other parameters or loops).
 SEPARATE = {"muon": "test_muon_run_continues (2-D parameters only)",
-            "lbfgs": "test_lbfgs_is_not_converted (no conversion yet)"}
+            "lbfgs": "test_lbfgs_run_continues (a closure; its state is over all parameters)"}
 
 
+@pytest.mark.parametrize("kwargs", [
+    pytest.param(dict(lr=0.5, max_iter=4, history_size=3), id="fixed-steps"),
+    pytest.param(dict(lr=1.0, max_iter=5, history_size=4, line_search_fn="strong_wolfe"),
+                 id="strong_wolfe"),
+])
 @pytest.mark.xfail("lbfgs" in PENDING, strict=True, raises=NoCounterpart, reason="not built yet")
-def test_lbfgs_is_not_converted():
-  """LBFGS's torch state (its direction history over the flattened parameters, the line search's
-  bookkeeping) has no conversion yet: it raises rather than returning a wrong state."""
-  _factory("lbfgs")
-  with pytest.raises(NotImplementedError, match="lbfgs"):
-    ours.from_torch_state_dict("lbfgs", {"state": {}, "param_groups": [{"params": [0]}]},
-                               [jnp.zeros(2)])
+def test_lbfgs_run_continues(kwargs):
+  """LBFGS (its state over the flattened parameters, on the first one): 4 step(closure) calls,
+  convert, 4 more on each side; the history ring wraps (history_size < pairs stored)."""
+  factory = _factory("lbfgs")
+  steps = 4
+  x, y = (torch.tensor(v) for v in _batches("mlp", 0)[0])
+
+  def torch_run(initial=None, state_dict=None):
+    torch.manual_seed(0)
+    net = _torch_model("mlp").to(torch.float64)
+    params = list(net.parameters())
+    if initial is not None:
+      with torch.no_grad():
+        for p, value in zip(params, initial):
+          p.copy_(torch.from_numpy(value))
+    optimizer = O.LBFGS(params, **kwargs)
+    if state_dict is not None:
+      optimizer.load_state_dict(state_dict)
+
+    def closure():
+      optimizer.zero_grad()
+      loss = torch.nn.functional.cross_entropy(net(x), y)
+      loss.backward()
+      return loss
+
+    def run(n):
+      with _single_torch_thread(), flush_denormals():
+        for _ in range(n):
+          optimizer.step(closure)
+      return [p.detach().numpy().copy() for p in params]
+
+    return optimizer, run
+
+  optimizer, run = torch_run()
+  middle = run(steps)
+  state_dict = copy.deepcopy(optimizer.state_dict())
+  expected = run(steps)
+  # The sensitivity: torch again from the middle, its parameters one ulp up.
+  shifted = [np.nextafter(m, np.inf) for m in middle]
+  sensitivity = max_diff(expected, torch_run(shifted, copy.deepcopy(state_dict))[1](steps))
+  with jax.enable_x64(True):
+    params = [jnp.asarray(m) for m in middle]
+    state = ours.from_torch_state_dict("lbfgs", state_dict, params, **kwargs)
+    assert int(state.stored) > kwargs["history_size"] or len(state_dict["state"][0]["old_dirs"]) \
+        == kwargs["history_size"]
+    tx = factory(**kwargs)
+    value_and_grad = _jax_loss("mlp", "float64")
+    xj, yj = jnp.asarray(x.numpy()), jnp.asarray(y.numpy(), jnp.int32)
+    step = jax.jit(lambda state, params: ours.lbfgs_step(
+        tx, state, params, lambda p: value_and_grad(p, xj, yj)))
+    for _ in range(steps):
+      _, params, state = step(state, params)
+    got = [np.asarray(p) for p in params]
+    back = ours.to_torch_state_dict("lbfgs", ours.from_torch_state_dict(
+        "lbfgs", state_dict, [jnp.asarray(m) for m in middle], **kwargs),
+        [jnp.asarray(m) for m in middle], to_tensor=torch.as_tensor, **kwargs)
+  assert max_diff(expected, got) <= max(TOLERANCE, 10 * sensitivity), sensitivity
+  # torch -> ours -> torch: a fresh torch LBFGS continues exactly as the original.
+  assert max_diff(expected, torch_run(middle, back)[1](steps)) == 0.0
 
 
 def test_every_optimizer_has_a_case():

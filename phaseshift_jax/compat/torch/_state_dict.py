@@ -143,6 +143,7 @@ _LAYOUTS = {
                      kept=_always("exp_avg", "exp_avg_sq"), scalars={"mu_product": "mu_product"}),
     "radam": _Layout(fields={"exp_avg": "mu", "exp_avg_sq": "nu"},
                      kept=_always("exp_avg", "exp_avg_sq")),
+    "lbfgs": _Layout(fields={}, kept=_always(), has_step=False),  # its own conversion, below
     "muon": _Layout(fields={"momentum_buffer": "trace"}, kept=_always("momentum_buffer"),
                     has_step=False),
     "adafactor": _Layout(
@@ -345,6 +346,9 @@ def from_torch_state_dict(optimizer, state_dict: dict, params, *, step: int | No
   if len(order) != len(leaves):
     raise ValueError(f"the state dict has {len(order)} parameters, params has {len(leaves)}")
   per_param = state_dict.get("state", {})
+  if name == "lbfgs":
+    return _from_torch_lbfgs(factory, hyper, groups, [per_param.get(i, {}) for i in order],
+                             params, step, factory_kwargs)
   entries = [per_param.get(i, {}) for i in order]
   started = [bool(e) for e in entries]
   if any(started) and not all(started):
@@ -439,6 +443,8 @@ def to_torch_state_dict(optimizer, opt_state, params, *, step: int | None = None
   hyper = _hyperparameters(name, factory, factory_kwargs)
   convert = to_tensor if to_tensor is not None else (lambda a: a)
   leaves = jax.tree.leaves(params)
+  if name == "lbfgs":
+    return _to_torch_lbfgs(hyper, opt_state, params, step, convert)
   _check_fields(name, layout, opt_state, params)
   fields = dict(_fields(opt_state))
   counts = {int(v) for f, v in _fields(opt_state) if f == "count"}
@@ -477,4 +483,119 @@ def to_torch_state_dict(optimizer, opt_state, params, *, step: int | None = None
       for torch_key, field in layout.scalars.items():
         entry[torch_key] = convert(np.array(fields[field]))
       state[i] = entry
+  return {"state": state, "param_groups": [group]}
+
+
+# ----------------------------------------------------------------------------- LBFGS
+#
+# torch keeps LBFGS's state on its first parameter only, over the flattened parameters (their
+# ``view(-1)``s concatenated in order): the counters ``func_evals`` and ``n_iter``, the last
+# direction ``d`` and step ``t``, the lists ``old_dirs`` / ``old_stps`` (the y and s pairs, oldest
+# first, at most ``history_size``) and ``ro``, ``H_diag``, ``prev_flat_grad``, ``prev_loss``
+# (and ``al``, scratch space). compat.torch.lbfgs keeps the same with params-shaped trees and the
+# pairs in rings of ``history_size`` slots (slot ``k % history_size`` holds the k-th pair stored,
+# ``stored`` counts them): torch's list is the ring read from its oldest live slot.
+
+
+def _lbfgs_hyper(hyper: dict) -> dict:
+  """torch stores ``max_eval=None`` as the value it stands for."""
+  if hyper.get("max_eval") is None:
+    hyper = {**hyper, "max_eval": hyper["max_iter"] * 5 // 4}
+  return hyper
+
+
+def _unflatten(flat, leaves, treedef, dtype_like):
+  flat = _to_numpy(flat).reshape(-1)
+  sizes = [int(np.size(leaf)) for leaf in leaves]
+  if flat.size != sum(sizes):
+    raise ValueError(f"torch's LBFGS state has {flat.size} values, params have {sum(sizes)}")
+  parts = np.split(flat, np.cumsum(sizes)[:-1])
+  return jax.tree.unflatten(treedef, [
+      jnp.asarray(part.reshape(np.shape(leaf)), dtype=like.dtype)
+      for part, leaf, like in zip(parts, leaves, jax.tree.leaves(dtype_like))])
+
+
+def _flatten(tree) -> np.ndarray:
+  return np.concatenate([np.asarray(leaf).reshape(-1) for leaf in jax.tree.leaves(tree)])
+
+
+def _from_torch_lbfgs(factory, hyper, groups, entries, params, step, factory_kwargs):
+  leaves, treedef = jax.tree.flatten(params)
+  if any(entries[1:]):
+    raise ValueError("torch's LBFGS keeps its state on its first parameter only")
+  entry = entries[0]
+  if step is not None:
+    count = int(step)
+  elif callable(hyper["lr"]) and entry:
+    raise ValueError("torch.optim.LBFGS keeps no step count and lr is a schedule: pass step=")
+  else:
+    count = 1 if entry else 0  # for a constant lr the count is not read
+  _check_groups("lbfgs", _LAYOUTS["lbfgs"], groups, _lbfgs_hyper(hyper), count)
+  state = factory(**factory_kwargs).init(params)
+  fields = dict(_fields(state))
+  history = hyper["history_size"]
+  dirs, stps = list(entry.get("old_dirs", [])), list(entry.get("old_stps", []))
+  ros = list(entry.get("ro", []))
+  if not len(dirs) == len(stps) == len(ros) <= history:
+    raise ValueError(f"torch's LBFGS history has {len(dirs)}, {len(stps)}, {len(ros)} entries "
+                     f"(history_size={history})")
+
+  def ring(pairs, like):
+    slots = [jax.tree.leaves(_unflatten(v, leaves, treedef, params)) for v in pairs]
+    return jax.tree.unflatten(treedef, [
+        leaf.at[: len(slots)].set(jnp.stack([slot[j] for slot in slots]).astype(leaf.dtype))
+        if slots else leaf for j, leaf in enumerate(jax.tree.leaves(like))])
+
+  def scalar(key, like):
+    return jnp.asarray(_plain(entry[key]), dtype=like.dtype) if key in entry else like
+
+  def tree(key, like):
+    return _unflatten(entry[key], leaves, treedef, like) if entry.get(key) is not None else like
+
+  values = {
+      "count": jnp.asarray(count, fields["count"].dtype),
+      "func_evals": scalar("func_evals", fields["func_evals"]),
+      "n_iter": scalar("n_iter", fields["n_iter"]),
+      "d": tree("d", fields["d"]),
+      "t": scalar("t", fields["t"]),
+      "old_dirs": ring(dirs, fields["old_dirs"]),
+      "old_stps": ring(stps, fields["old_stps"]),
+      "ro": fields["ro"].at[: len(ros)].set(
+          jnp.asarray([_plain(r) for r in ros], fields["ro"].dtype)) if ros else fields["ro"],
+      "stored": jnp.asarray(len(dirs), fields["stored"].dtype),
+      "h_diag": scalar("H_diag", fields["h_diag"]),
+      "prev_flat_grad": tree("prev_flat_grad", fields["prev_flat_grad"]),
+      "prev_loss": scalar("prev_loss", fields["prev_loss"]),
+  }
+  return _walk(state, lambda field, value: values.get(field, _RECURSE))
+
+
+def _to_torch_lbfgs(hyper, opt_state, params, step, convert):
+  fields = dict(_fields(opt_state))
+  history = hyper["history_size"]
+  group = dict(_lbfgs_hyper(hyper))
+  count = int(fields["count"]) if step is None else int(step)
+  if callable(group["lr"]):
+    group["lr"] = float(group["lr"](count))
+  group["params"] = list(range(len(jax.tree.leaves(params))))
+  state = {}
+  if int(fields["n_iter"]) or int(fields["func_evals"]):
+    stored = int(fields["stored"])
+    live = min(stored, history)
+    slots = [(stored - live + i) % history for i in range(live)]
+
+    def slot(ring, k):
+      return convert(_flatten(jax.tree.map(lambda leaf: leaf[k], ring)))
+
+    entry = {"func_evals": int(fields["func_evals"]), "n_iter": int(fields["n_iter"])}
+    if stored or int(fields["n_iter"]):
+      entry.update(
+          d=convert(_flatten(fields["d"])), t=float(fields["t"]),
+          old_dirs=[slot(fields["old_dirs"], k) for k in slots],
+          old_stps=[slot(fields["old_stps"], k) for k in slots],
+          ro=[convert(np.asarray(fields["ro"][k])) for k in slots],
+          H_diag=convert(np.asarray(fields["h_diag"])),
+          prev_flat_grad=convert(_flatten(fields["prev_flat_grad"])),
+          prev_loss=float(fields["prev_loss"]))
+    state[0] = entry
   return {"state": state, "param_groups": [group]}
