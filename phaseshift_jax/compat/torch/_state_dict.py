@@ -593,8 +593,8 @@ def _to_torch_lbfgs(hyper, opt_state, params, step, convert):
           d=convert(_flatten(fields["d"])), t=float(fields["t"]),
           old_dirs=[slot(fields["old_dirs"], k) for k in slots],
           old_stps=[slot(fields["old_stps"], k) for k in slots],
-          ro=[convert(np.asarray(fields["ro"][k])) for k in slots],
-          H_diag=convert(np.asarray(fields["h_diag"])),
+          ro=[convert(np.array(fields["ro"][k])) for k in slots],
+          H_diag=convert(np.array(fields["h_diag"])),
           prev_flat_grad=convert(_flatten(fields["prev_flat_grad"])),
           prev_loss=float(fields["prev_loss"]))
     state[0] = entry
