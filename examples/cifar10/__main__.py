@@ -20,11 +20,12 @@ from collections.abc import Sequence
 from typing import Any, NoReturn
 
 from examples.cifar10 import checkpoints
+from examples.cifar10 import distributed
 from examples.cifar10 import input_pipeline
 from examples.cifar10.configs import default
 
-GROUPS = {"train": ("optimizer", "training", "data"),
-          "compare": ("optimizer", "training", "data", "compare"),
+GROUPS = {"train": ("optimizer", "training", "data", "distributed"),
+          "compare": ("optimizer", "training", "data", "compare", "distributed"),
           "study": ("optimizer", "training", "data", "compare", "study")}
 NOT_IN = {"train": ("optimizers", "per_optimizer", "seeds"),
           "compare": ("optimizer", "per_optimizer"),
@@ -138,21 +139,25 @@ def main(argv: Sequence[str] | None = None) -> int:
       return 0
     if args.resume and args.overwrite:
       raise ValueError("--resume and --overwrite exclude each other")
+    distributed.initialize(config)  # Before JAX does anything else.
     if args.command == "train":
       optimizers.check_settings([config])
       workdir = args.workdir or f"runs/cifar10/{config.optimizer}"
       train.train_and_evaluate(config, workdir, resume=args.resume, overwrite=args.overwrite)
-      print(f"metrics: {workdir}/{checkpoints.METRICS_FILE}")
+      if distributed.is_primary():
+        print(f"metrics: {workdir}/{checkpoints.METRICS_FILE}")
     else:
       workdir = args.workdir or "runs/cifar10/compare"
       results = compare.run_comparison(config, workdir, resume=args.resume,
                                        overwrite=args.overwrite)
-      print("\n" + compare.table(results) + f"plot: {workdir}/{compare.PLOT_FILE}\n"
-            f"table: {workdir}/{compare.TABLE_FILE}")
+      if distributed.is_primary():
+        print("\n" + compare.table(results) + f"plot: {workdir}/{compare.PLOT_FILE}\n"
+              f"table: {workdir}/{compare.TABLE_FILE}")
   except train.Diverged as e:
     print(f"{prog}: {e}", file=sys.stderr)
     return 1
-  except (ValueError, input_pipeline.DataError, checkpoints.RunError, study.StudyError) as e:
+  except (ValueError, input_pipeline.DataError, checkpoints.RunError, study.StudyError,
+          distributed.DistributedError) as e:
     print(f"{prog}: error: {e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:

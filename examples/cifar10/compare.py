@@ -20,6 +20,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from examples.cifar10 import checkpoints
+from examples.cifar10 import distributed
 from examples.cifar10 import input_pipeline
 from examples.cifar10 import optimizers
 from examples.cifar10 import train
@@ -134,7 +135,10 @@ def run_comparison(config: default.Config, workdir: str | Path, *,
                    resume: bool = False, overwrite: bool = False,
                    log: Callable[[str], None] | None = print) -> dict[str, dict[str, Any]]:
   """Trains every optimizer of ``config.optimizers`` with every seed; writes the plot, the
-  table and the JSON into ``workdir``; returns the aggregated results by optimizer."""
+  table and the JSON into ``workdir``; returns the aggregated results by optimizer. With
+  several processes, each trains every run with the others and process 0 alone logs and
+  writes."""
+  log = log if distributed.is_primary() else None
   runs = run_configs(config)
   workdir = Path(workdir)
   for name, configs in runs.items():  # Everything is checked before anything trains.
@@ -151,6 +155,8 @@ def run_comparison(config: default.Config, workdir: str | Path, *,
     results[name] = aggregate(histories)
   seeds = (f"seeds {config.seed}..{config.seed + config.seeds - 1} (mean, 95% band)"
            if config.seeds > 1 else f"seed {config.seed}")
+  if not distributed.is_primary():
+    return results
   plot(results, workdir / PLOT_FILE, f"CIFAR-10, {config.model}, {len(data['train']):,} "
        f"training images, batch {config.batch_size}, {seeds}")
   (workdir / TABLE_FILE).write_text(table(results))

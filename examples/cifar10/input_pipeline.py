@@ -164,23 +164,29 @@ def load(config: default.Config, log: Callable[[str], None] | None = None) -> di
   return splits
 
 
-def train_batches(split: Split, batch_size: int, seed: int, epoch: int
-                  ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-  """Full batches in the shuffled order of ``(seed, epoch)``; the last partial one is dropped."""
+def train_batches(split: Split, batch_size: int, seed: int, epoch: int,
+                  rows: slice = slice(None)) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+  """Full batches in the shuffled order of ``(seed, epoch)``; the last partial one is dropped.
+
+  ``rows``: only these rows of each batch (a process's share of the global batch; every
+  process draws the same order, so the shares make up the batch one process would take).
+  """
   order = np.random.default_rng([seed, epoch]).permutation(len(split))
   for start in range(0, len(split) - batch_size + 1, batch_size):
-    index = order[start:start + batch_size]
+    index = order[start:start + batch_size][rows]
     yield split.images[index], split.labels[index]
 
 
-def eval_batches(split: Split, batch_size: int
+def eval_batches(split: Split, batch_size: int, rows: slice = slice(None)
                  ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-  """Every example once, in batches of ``batch_size``: the last is padded and masked."""
+  """Every example once, in batches of ``batch_size``: the last is padded and masked
+  (``rows``: only these rows of each batch, as in :func:`train_batches`)."""
   for start in range(0, len(split), batch_size):
-    images, labels = split.images[start:start + batch_size], split.labels[start:start + batch_size]
-    pad = batch_size - len(labels)
-    yield (np.pad(images, ((0, pad), (0, 0), (0, 0), (0, 0))), np.pad(labels, (0, pad)),
-           np.arange(batch_size) < len(labels))
+    index = np.arange(start, start + batch_size)[rows]
+    mask = index < len(split)
+    images, labels = split.images[index % len(split)], split.labels[index % len(split)]
+    images[~mask], labels[~mask] = 0, 0  # Padding: zeros, masked out.
+    yield images, labels, mask
 
 
 def preprocess(images: jax.Array, key: jax.Array | None = None) -> jax.Array:

@@ -2,9 +2,14 @@
 
 Data parallelism: the batch is sharded over a one-axis mesh (``"data"``) of
 ``config.num_devices`` devices (all by default), model and optimizer state are replicated
-and XLA adds the cross-device reductions. Every random number comes from ``config.seed``:
-the initialization, the order of epoch ``e`` (from ``(seed, e)``) and the augmentation of
-step ``t`` (``fold_in(key(seed), t)``), so a run is the same whether interrupted or not.
+and XLA adds the cross-device reductions. With several processes (``distributed.py``) the
+mesh spans the devices of all of them: every process draws the same order, takes its own
+rows of each global batch and ``jax.make_array_from_process_local_data`` makes the global
+batch of them, so the run computes what one process with as many devices would.
+
+Every random number comes from ``config.seed``: the initialization, the order of epoch ``e``
+(from ``(seed, e)``) and the augmentation of step ``t`` (``fold_in(key(seed), t)``), so a run
+is the same whether interrupted or not.
 """
 
 from __future__ import annotations
@@ -22,11 +27,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from tqdm.auto import tqdm
 
 import phaseshift_jax
 from examples.cifar10 import checkpoints
+from examples.cifar10 import distributed
 from examples.cifar10 import input_pipeline
 from examples.cifar10 import models
 from examples.cifar10 import optimizers
@@ -36,7 +43,8 @@ from examples.cifar10.configs import default
 MAY_CHANGE_ON_RESUME = (
     "epochs", "eval_batch_size", "num_devices", "keep_checkpoints", "progress", "data_dir",
     "cache_dir", "download", "data_url", "data_md5", "optimizers", "per_optimizer", "seeds",
-    *(f.name for f in dataclasses.fields(default.Config) if f.metadata["group"] == "study"))
+    *(f.name for f in dataclasses.fields(default.Config)
+      if f.metadata["group"] in ("study", "distributed")))
 
 
 class Diverged(checkpoints.RunError):
@@ -48,7 +56,7 @@ def validate(config: default.Config) -> None:
   for field in dataclasses.fields(config):
     value = getattr(config, field.name)
     if (type(value) is int and value < 1  # pylint: disable=unidiomatic-typecheck
-        and field.name not in ("seed", "pruner_startup_trials")):
+        and field.name not in ("seed", "pruner_startup_trials", "process_id")):
       raise ValueError(f"{field.name} must be >= 1, got {value}")
   if not 0 <= config.validation_fraction < 1:
     raise ValueError(f"validation_fraction must be in [0, 1), got {config.validation_fraction}")
@@ -60,11 +68,14 @@ def validate(config: default.Config) -> None:
 
 
 def make_mesh(config: default.Config) -> Mesh:
-  """A one-axis ``data`` mesh over the first ``num_devices`` devices; the batch sizes must
-  divide by their number."""
+  """A one-axis ``data`` mesh over the first ``num_devices`` devices (of every process); the
+  batch sizes must divide by their number."""
   devices = jax.devices()
   if (config.num_devices or 0) > len(devices):
     raise ValueError(f"num_devices={config.num_devices}, but only {len(devices)} devices")
+  if jax.process_count() > 1 and config.num_devices not in (None, len(devices)):
+    raise ValueError(f"num_devices={config.num_devices}: with {jax.process_count()} processes "
+                     f"the run uses all {len(devices)} devices")
   mesh = Mesh(np.asarray(devices[:config.num_devices or len(devices)]), ("data",))
   for name in ("batch_size", "eval_batch_size"):
     if getattr(config, name) % mesh.size:
@@ -134,9 +145,35 @@ def eval_step(model, metrics, images, labels, mask):
   metrics.update(loss=loss, logits=logits, labels=labels, mask=mask)
 
 
+def process_rows(mesh: Mesh, batch_size: int) -> slice:
+  """The rows of a global batch of ``batch_size`` that this process's devices hold (all of
+  them with one process)."""
+  index = NamedSharding(mesh, PartitionSpec("data")).addressable_devices_indices_map(
+      (batch_size,))
+  starts, stops = zip(*(i[0].indices(batch_size)[:2] for i in index.values()), strict=True)
+  if max(stops) - min(starts) != sum(b - a for a, b in zip(starts, stops, strict=True)):
+    raise ValueError("this process's devices do not hold one block of rows of the batch")
+  return slice(min(starts), max(stops))
+
+
+def shard(batch: tuple[np.ndarray, ...], mesh: Mesh, batch_size: int) -> tuple[jax.Array, ...]:
+  """This process's rows (:func:`process_rows`) of a global batch of ``batch_size`` as the
+  global arrays, sharded along ``data``."""
+  sharding = NamedSharding(mesh, PartitionSpec("data"))
+  return tuple(jax.make_array_from_process_local_data(sharding, x, (batch_size, *x.shape[1:]))
+               for x in batch)
+
+
+def replicated(tree: Any, mesh: Mesh) -> Any:
+  """The arrays of ``tree`` (the same on every process) on every device of ``mesh``."""
+  if jax.process_count() == 1:
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
+  return multihost_utils.host_local_array_to_global_array(tree, mesh, PartitionSpec())
+
+
 def replicate(node: Any, mesh: Mesh) -> Any:
   """Puts the state of the nnx object(s) ``node`` on every device of ``mesh``."""
-  nnx.update(node, jax.device_put(nnx.state(node), NamedSharding(mesh, PartitionSpec())))
+  nnx.update(node, replicated(nnx.state(node), mesh))
   return node
 
 
@@ -153,8 +190,8 @@ def evaluate(model: nnx.Module, split: input_pipeline.Split, batch_size: int, me
              ) -> dict[str, float]:
   """Mean loss and accuracy over every example of ``split``."""
   metrics = replicate(create_metrics(), mesh)
-  for batch in input_pipeline.eval_batches(split, batch_size):
-    eval_step(model, metrics, *jax.device_put(batch, NamedSharding(mesh, PartitionSpec("data"))))
+  for batch in input_pipeline.eval_batches(split, batch_size, process_rows(mesh, batch_size)):
+    eval_step(model, metrics, *shard(batch, mesh, batch_size))
   return {k: float(v) for k, v in metrics.compute().items()}
 
 
@@ -163,15 +200,16 @@ def train_epoch(model: nnx.Module, optimizer: nnx.Optimizer, split: input_pipeli
   """One epoch in the order of ``(config.seed, epoch)``; the epoch's training metrics."""
   names = kickable(model, optimizer)
   metrics = replicate(create_metrics(names), mesh)
-  key = jax.device_put(jax.random.key(config.seed), NamedSharding(mesh, PartitionSpec()))
-  batches = input_pipeline.train_batches(split, config.batch_size, config.seed, epoch)
+  key = replicated(jax.random.key(config.seed), mesh)
+  batches = input_pipeline.train_batches(split, config.batch_size, config.seed, epoch,
+                                        process_rows(mesh, config.batch_size))
   steps, start, pending = len(split) // config.batch_size, time.perf_counter(), collections.deque()
   with tqdm(total=steps * config.batch_size, unit="img", unit_scale=True, leave=False,
             desc=f"{config.optimizer} seed {config.seed} {epoch}/{config.epochs}",
-            disable=not config.progress) as bar:
-    for batch in batches:  # device_put and the steps are asynchronous: the host runs ahead.
-      pending.append(train_step(model, optimizer, metrics, *jax.device_put(
-          batch, NamedSharding(mesh, PartitionSpec("data"))), key if config.augment else None))
+            disable=not config.progress or jax.process_index() > 0) as bar:
+    for batch in batches:  # Transfers and steps are asynchronous: the host runs ahead.
+      pending.append(train_step(model, optimizer, metrics, *shard(batch, mesh, config.batch_size),
+                                key if config.augment else None))
       while config.progress and len(pending) > 2:  # Count images once their step has run.
         bar.set_postfix(loss=f"{float(pending.popleft()):.3f}", refresh=False)
         bar.update(config.batch_size)
@@ -223,13 +261,19 @@ def train_and_evaluate(
     resume: continue from the newest checkpoint in ``workdir`` that restores.
     overwrite: delete the run in ``workdir`` first.
     callback: ``callback(epoch, metrics)`` after each epoch; True stops.
-    log: where the per-epoch lines go (None: nowhere).
+    log: where the per-epoch lines go (None: nowhere); with several processes, process 0's
+      only (each returns the same history).
+
+  With several processes (``distributed.initialize``) every one of them calls this with
+  the same config and ``workdir`` (a shared directory) and ``data``.
 
   Raises:
     ValueError: a bad setting. RunError: a run directory that cannot be used. Diverged:
     a non-finite training loss (that epoch is neither checkpointed nor logged).
+    DistributedError: the processes disagree (config, data) or another one failed.
   """
-  log = log or (lambda _: None)
+  distributed.check_agreement(config)
+  log = log if log is not None and jax.process_index() == 0 else (lambda _: None)
   validate(config)
   mesh = make_mesh(config)
   run = None
@@ -239,7 +283,14 @@ def train_and_evaluate(
                              else set(MAY_CHANGE_ON_RESUME) - {"epochs"})
   history: list[dict[str, Any]] = []
   try:
-    data = input_pipeline.load(config, log) if data is None else data
+    if data is None:
+      error = None
+      try:
+        data = input_pipeline.load(config, log)
+      except input_pipeline.DataError as e:
+        error = e
+      distributed.raise_if_any(error)
+    distributed.check_same_data(data.items())
     steps_per_epoch = len(data["train"]) // config.batch_size
     if steps_per_epoch < 1:
       raise ValueError(f"{len(data['train'])} training images make no batch of "

@@ -71,6 +71,19 @@ class Config:
   data_md5: str = _setting("c58f30108f718f92721af3b95e74349a", "data",
                            "MD5 of the archive ('none' skips the check)")
 
+  # Several processes (distributed.py): one run over the devices of every process.
+  coordinator_address: str | None = _setting(
+      None, "distributed", "HOST:PORT where process 0 serves the other processes (every process "
+      "gets the same; JAX also reads JAX_COORDINATOR_ADDRESS)")
+  num_processes: int | None = _setting(None, "distributed", "processes of the run")
+  process_id: int | None = _setting(None, "distributed", "this process, in 0..num_processes-1")
+  distributed: bool = _setting(False, "distributed", "join the other processes even without "
+                               "the three settings above: JAX detects them (SLURM's srun, ...)")
+  initialization_timeout: int = _setting(
+      300, "distributed", "seconds to wait for the coordinator and the other processes")
+  cpu_devices: int | None = _setting(None, "distributed", "CPU only: host devices of this "
+                                     "process (jax_num_cpu_devices)")
+
   # Several optimizers (compare.py, study.py).
   optimizers: str = _setting("adam,phase_shift", "compare", "comma-separated optimizer names")
   per_optimizer: dict = _setting({}, "compare", "{optimizer: {setting: value}}, on the command "
