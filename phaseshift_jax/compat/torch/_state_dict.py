@@ -34,6 +34,11 @@ Calling convention::
   ``momentum=0``, ``grad_avg`` without ``centered``, ...) is the state's initial value here;
   :func:`to_torch_state_dict` leaves it out, as torch does, and leaves out every parameter's
   state before the first step (torch's "no state yet"; ``Adagrad`` has its state from the start).
+* A scheduled run: ``conv = schedules.torch.from_torch_scheduler(scheduler)``, then
+  ``lr=conv.schedule, step=conv.count``; with a ``ReduceLROnPlateau``, ``scheduler=`` and
+  ``lr=1.0`` give the state of ``optax.chain(factory(lr=1.0, ...), conv.transformation)``.
+* ``lbfgs``: torch keeps its state on the first parameter, over the flattened parameters; it
+  converts to and from ``compat.torch.lbfgs``'s params-shaped trees and history rings.
 
 The library does not import torch: a tensor is anything with ``.numpy()`` or ``__array__``, and
 :func:`to_torch_state_dict` returns NumPy arrays unless given ``to_tensor`` (``torch.as_tensor``
@@ -43,7 +48,7 @@ Not covered: ``optax.inject_hyperparams``-wrapped states (convert the inner stat
 ``state.inner_state``).
 
 Example:
-  >>> import numpy as np, torch
+  >>> import torch
   >>> from phaseshift_jax.compat import torch as torch_optim
   >>> model = torch.nn.Linear(3, 2)
   >>> opt = torch.optim.Adam(model.parameters(), lr=1e-2)
