@@ -35,7 +35,7 @@ import numpy as np
 import optax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
-from tests.test_common import CONFIGS, feed, params_like_subtrees
+from tests.test_common import SHARDED_CONFIGS as CONFIGS, feed, params_like_subtrees
 import phaseshift_jax as ps
 
 SPECS = {"axis0": P("x", None), "axis1": P(None, "y"), "both": P("x", "y"),

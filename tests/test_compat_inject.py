@@ -112,6 +112,21 @@ CASES = [
     Case("torch.radam(decoupled_weight_decay, maximize)", torch_optim.radam,
          dict(lr=0.01, betas=BETAS, eps=1e-3, weight_decay=0.2, decoupled_weight_decay=True,
               maximize=True), steps=RADAM_STEPS),
+    # d >= 2 in every case (a change halves it; torch needs d >= 1); beta2_decay = -3 keeps
+    # little of the last second moment, so the RMS of the step exceeds d = 1 and the clip acts.
+    Case("torch.adafactor(lr, beta2_decay, d, weight_decay)", torch_optim.adafactor,
+         dict(lr=0.05, beta2_decay=-3.0, d=2.0, weight_decay=0.1)),
+    Case("torch.adafactor(maximize)", torch_optim.adafactor,
+         dict(lr=0.05, beta2_decay=-3.0, weight_decay=0.1, d=2.0, maximize=True)),
+    # momentum 0.5 and eps 10 (> the Frobenius norm of the gradients): exact in float32, and a
+    # change of eps mid-run changes the Newton-Schulz start.
+    Case("torch.muon(lr, weight_decay, momentum, eps, ns_steps)", torch_optim.muon,
+         dict(lr=0.05, weight_decay=0.2, momentum=0.5, eps=10.0, ns_steps=3)),
+    Case("torch.muon(nesterov=False)", torch_optim.muon,
+         dict(lr=0.05, momentum=0.5, nesterov=False)),
+    Case("torch.lbfgs(lr, max_iter=1)", torch_optim.lbfgs, dict(lr=0.5, max_iter=1,
+                                                                  history_size=2),
+         static_args=("max_iter", "history_size")),
     Case("minima.sgd(momentum, wd)", minima.sgd, dict(lr=0.05, momentum=0.8, wd=0.1)),
     Case("minima.sgd(lr): momentum, wd 0", minima.sgd, dict(lr=0.05)),
     Case("minima.adagrad(wd, eps)", minima.adagrad, dict(lr=0.05, wd=0.1, eps=1e-3)),
@@ -140,6 +155,9 @@ FACTORIES = {
     "torch.rprop": torch_optim.rprop,
     "torch.nadam": torch_optim.nadam,
     "torch.radam": torch_optim.radam,
+    "torch.adafactor": torch_optim.adafactor,
+    "torch.muon": torch_optim.muon,
+    "torch.lbfgs": torch_optim.lbfgs,
     "minima.sgd": minima.sgd,
     "minima.adagrad": minima.adagrad,
     "minima.rmsprop": minima.rmsprop,
@@ -158,21 +176,38 @@ INIT_ONLY = ("initial_accumulator_value",)  # read by init only: a change mid-ru
 NOT_IN_UPDATES = {torch_optim.rprop: ("lr",), torch_optim.asgd: ("t0",)}
 
 
+# Arguments that are not injected numbers, by factory, with the reason.
+NOT_INJECTED = {
+    torch_optim.adafactor: {"eps": "a tuple (None allowed), static"},
+    torch_optim.muon: {"ns_coefficients": "a tuple, static", "adjust_lr_fn": "a string"},
+    # lbfgs: max_iter and max_eval are injected (loop bounds) in
+    # tests/test_compat_torch_lbfgs_muon.py::test_lbfgs_under_inject_hyperparams, which steps it
+    # with a closure; here the fixed gradients allow max_iter=1 only, where a traced max_iter
+    # (not known to be 1) would need the closure, max_eval changes nothing and the tolerances
+    # decide no stop.
+    torch_optim.lbfgs: {"history_size": "the length of the history buffers, static",
+                        "line_search_fn": "a string",
+                        "max_iter": "static here (see above)", "max_eval": "see above",
+                        "tolerance_grad": "see above", "tolerance_change": "see above"},
+}
+
+
 def numeric_hyperparameters(factory) -> list[str]:
-  """Every argument of ``factory`` but the structural bools and torch's no-op keywords."""
+  """Every argument of ``factory`` but the structural bools, torch's no-op keywords and those
+  in ``NOT_INJECTED``."""
   return [name for name in inspect.signature(factory).parameters
-          if name not in STRUCTURAL + NO_OP]
+          if name not in STRUCTURAL + NO_OP and name not in NOT_INJECTED.get(factory, {})]
 
 
 def injected_names(case: Case) -> set[str]:
-  """The names ``inject_hyperparams`` puts in ``state.hyperparams`` (tuples and None stay
-  static)."""
+  """The names ``inject_hyperparams`` puts in ``state.hyperparams`` (tuples, strings and
+  ``None`` stay static)."""
   bound = inspect.signature(case.factory).bind(**case.kwargs)
   bound.apply_defaults()
   return {
       name for name, value in bound.arguments.items()
       if name not in case.static_args and value is not None
-      and not isinstance(value, (bool, tuple))
+      and not isinstance(value, (bool, tuple, str))
   }
 
 

@@ -36,7 +36,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 # Counterparts other helpers of issue 17 are building; remove a name when its factory lands
 # (the strict xfail then fails, as a reminder). Only a missing factory is expected to fail.
-PENDING = {"Adafactor", "LBFGS", "Muon"}
+PENDING: set = set()
 # Tested on torch's configurations in another file, for the reason given.
 ELSEWHERE = {
     "LBFGS": "its step() runs inner iterations against a closure",

@@ -10,6 +10,11 @@ selection) see the same leaves in the same order on both sides.
 Public interface (kept stable; other test modules rely on it):
 
 * :func:`run_crosscheck` runs one comparison and returns a :class:`CrossCheckResult`.
+* :func:`run_closure_crosscheck` does the same for an optimizer stepped with a closure
+  (``torch.optim.LBFGS``): each step is ``optimizer.step(closure)`` on the full-batch loss in
+  torch and ``jax_step(tx, state, params, value_and_grad_fn)`` in JAX.
+* :func:`torch_sensitivity` measures how far torch's own run moves when its initial weights move
+  by one ulp (the yardstick for a chaotic trajectory).
 * :func:`torch_state` / :func:`jax_state` pull one optimizer-state quantity out of either side,
   as a list of arrays in parameter order, and :func:`max_abs_diff` compares two such lists.
 """
@@ -28,6 +33,10 @@ import torch
 from jax import lax
 
 MODELS = ("mlp", "cnn")
+# Models beside MODELS (not in the default parametrisations): "mlp_nobias" is the MLP without
+# biases (every parameter a matrix, for torch.optim.Muon).
+EXTRA_MODELS = ("mlp_nobias",)
+ALL_MODELS = MODELS + EXTRA_MODELS
 DTYPES = ("float32", "float64")
 
 # Model and data sizes: tiny on purpose (200 steps x many optimizer cases must run in CI).
@@ -59,6 +68,12 @@ class CrossCheckResult(NamedTuple):
 
 
 def _torch_model(model: str) -> torch.nn.Module:
+  if model == "mlp_nobias":
+    return torch.nn.Sequential(
+        torch.nn.Linear(_MLP_IN, _MLP_HIDDEN, bias=False),
+        torch.nn.Tanh(),
+        torch.nn.Linear(_MLP_HIDDEN, _N_CLASSES, bias=False),
+    )
   if model == "mlp":
     return torch.nn.Sequential(
         torch.nn.Linear(_MLP_IN, _MLP_HIDDEN),
@@ -96,13 +111,18 @@ def _jax_cnn(params, x):
   return y.reshape(n, -1) @ w.T + b  # Flatten keeps torch's (C, H, W) order
 
 
-_JAX_MODELS = {"mlp": _jax_mlp, "cnn": _jax_cnn}
+def _jax_mlp_nobias(params, x):
+  w1, w2 = params
+  return jnp.tanh(x @ w1.T) @ w2.T
+
+
+_JAX_MODELS = {"mlp": _jax_mlp, "cnn": _jax_cnn, "mlp_nobias": _jax_mlp_nobias}
 
 
 def _batches(model: str, seed: int):
   """A few fixed (inputs, labels) batches, seeded; the training loop cycles through them."""
   rng = np.random.RandomState(seed)
-  shape = (_MLP_IN,) if model == "mlp" else (_CNN_CHANNELS_IN, _CNN_SIZE, _CNN_SIZE)
+  shape = (_MLP_IN,) if model.startswith("mlp") else (_CNN_CHANNELS_IN, _CNN_SIZE, _CNN_SIZE)
   return [
       (
           rng.standard_normal((_BATCH, *shape)),
@@ -168,8 +188,8 @@ def run_crosscheck(
     torch_record: optional ``f(torch_optimizer)``, called after every torch step.
     jax_record: optional ``f(opt_state)``, called after every JAX step.
   """
-  if model not in MODELS:
-    raise ValueError(f"model must be one of {MODELS}, got {model!r}")
+  if model not in ALL_MODELS:
+    raise ValueError(f"model must be one of {ALL_MODELS}, got {model!r}")
   if dtype not in DTYPES:
     raise ValueError(f"dtype must be one of {DTYPES}, got {dtype!r}")
   torch_dtype = getattr(torch, dtype)
@@ -225,6 +245,130 @@ def run_crosscheck(
       opt_state=opt_state,
       torch_records=torch_records,
       jax_records=jax_records,
+      steps=steps,
+  )
+
+
+# ----------------------------------------------------------------------------- closure mode
+
+
+def _full_batch(model: str, seed: int):
+  """The four fixed batches of :func:`_batches` as one batch of 64 (a deterministic loss)."""
+  batches = _batches(model, seed)
+  return np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches])
+
+
+@functools.lru_cache(maxsize=None)
+def _jax_value_and_grad(model: str, dtype: str):
+  forward = _JAX_MODELS[model]
+
+  def loss(params, x, y):
+    return optax.softmax_cross_entropy_with_integer_labels(forward(params, x), y).mean()
+
+  return jax.value_and_grad(loss)
+
+
+def _torch_run(make_torch_optimizer, *, model, steps, dtype, seed, closure, ulp_shift=False):
+  """torch's side alone: the optimizer, its final params (NumPy) and the initial params.
+
+  ``closure``: step with ``optimizer.step(closure)`` on the full batch, else as
+  :func:`run_crosscheck` does (batch ``t % 4``, gradients assigned by hand). ``ulp_shift``: move
+  every initial weight one ulp towards +inf first.
+  """
+  torch_dtype = getattr(torch, dtype)
+  with _single_torch_thread():
+    torch.manual_seed(seed)
+    net = _torch_model(model).to(torch_dtype)
+    params = list(net.parameters())
+    if ulp_shift:
+      with torch.no_grad():
+        for p in params:
+          p.copy_(torch.nextafter(p, torch.full_like(p, float("inf"))))
+    initial = [p.detach().cpu().numpy().copy() for p in params]
+    optimizer = make_torch_optimizer(params)
+    if closure:
+      x, y = (torch.tensor(v) for v in _full_batch(model, seed))
+      x = x.to(torch_dtype)
+
+      def loss_closure():
+        optimizer.zero_grad()
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        loss.backward()
+        return loss
+
+      for _ in range(steps):
+        optimizer.step(loss_closure)
+    else:
+      batches = [(torch.tensor(x, dtype=torch_dtype), torch.tensor(y))
+                 for x, y in _batches(model, seed)]
+      for t in range(steps):
+        x, y = batches[t % len(batches)]
+        loss = torch.nn.functional.cross_entropy(net(x), y)
+        grads = torch.autograd.grad(loss, params)
+        with torch.no_grad():
+          for p, g in zip(params, grads):
+            p.grad = g
+        optimizer.step()
+    final = [p.detach().cpu().numpy().copy() for p in params]
+  return optimizer, final, initial
+
+
+def torch_sensitivity(make_torch_optimizer, *, model="mlp", steps=100, dtype="float64", seed=0,
+                      closure=False, baseline=None) -> float:
+  """Max abs difference between torch's run and torch's run from initial weights one ulp up.
+
+  ``baseline``: torch's final params of the unshifted run if already known (e.g. a
+  :class:`CrossCheckResult`'s ``torch_params``), which saves running it again.
+  """
+  if baseline is None:
+    baseline = _torch_run(make_torch_optimizer, model=model, steps=steps, dtype=dtype, seed=seed,
+                          closure=closure)[1]
+  shifted = _torch_run(make_torch_optimizer, model=model, steps=steps, dtype=dtype, seed=seed,
+                       closure=closure, ulp_shift=True)[1]
+  return max_abs_diff(baseline, shifted)
+
+
+def run_closure_crosscheck(
+    make_torch_optimizer: Callable[[list], Any],
+    tx: optax.GradientTransformation,
+    jax_step: Callable,
+    *,
+    model: str = "mlp",
+    steps: int = 100,
+    dtype: str = "float64",
+    seed: int = 0,
+) -> CrossCheckResult:
+  """Full-batch training with ``optimizer.step(closure)`` in torch and ``jax_step`` in JAX.
+
+  The loss is the mean cross-entropy over the four batches of :func:`run_crosscheck` as one
+  batch of 64. ``jax_step(tx, state, params, value_and_grad_fn)`` returns
+  ``(loss, params, state)`` (e.g. ``compat.torch.lbfgs_step``); it is jitted once per call, with
+  the full-batch ``value_and_grad_fn`` closed over.
+  """
+  if model not in ALL_MODELS:
+    raise ValueError(f"model must be one of {ALL_MODELS}, got {model!r}")
+  optimizer, torch_params, initial = _torch_run(
+      make_torch_optimizer, model=model, steps=steps, dtype=dtype, seed=seed, closure=True)
+  x64 = jax.enable_x64(True) if dtype == "float64" else contextlib.nullcontext()
+  with x64:
+    x, y = _full_batch(model, seed)
+    x, y = jnp.asarray(x, dtype=dtype), jnp.asarray(y, jnp.int32)
+    value_and_grad = _jax_value_and_grad(model, dtype)
+    fn = lambda params: value_and_grad(params, x, y)  # noqa: E731
+    step = jax.jit(lambda state, params: jax_step(tx, state, params, fn))
+    params = [jnp.asarray(p, dtype=dtype) for p in initial]
+    state = tx.init(params)
+    for _ in range(steps):
+      _, params, state = step(state, params)
+    jax_params = [np.asarray(p) for p in params]
+  return CrossCheckResult(
+      max_abs_param_diff=max_abs_diff(torch_params, jax_params),
+      torch_params=torch_params,
+      jax_params=jax_params,
+      torch_optimizer=optimizer,
+      opt_state=state,
+      torch_records=[],
+      jax_records=[],
       steps=steps,
   )
 

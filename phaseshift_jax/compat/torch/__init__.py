@@ -30,11 +30,17 @@ torch's ``foreach``, ``fused``, ``capturable`` and ``differentiable`` change no 
 torch has them they are accepted as keyword-only arguments that do nothing, so a torch call
 ports unchanged. ``SparseAdam`` has no counterpart: JAX has no sparse gradients.
 
+Also ``adafactor`` (torch's factored second moment and relative step), ``muon`` (torch's
+bfloat16 Newton-Schulz iteration, matrices only) and ``lbfgs``, whose ``update`` is one whole
+torch ``step(closure)`` (``lbfgs_step`` calls it like torch; see its docstring).
+
 Complex parameters: torch steps a complex parameter as the pair of its real and imaginary parts
 (``torch.view_as_real``), and so do ``sgd`` (its rule is linear: nothing to do), ``adagrad``,
 ``rmsprop``, ``asgd``, ``adadelta``, ``adamax``, ``rprop``, ``adam``, ``adamw``, ``nadam`` and
 ``radam`` (through :func:`as_real_pairs`; the state of a complex leaf is complex, of the leaf's
 shape, its real and imaginary parts the state of the two parts, as torch's state tensors).
+``adafactor`` and ``muon`` refuse complex parameters at ``init`` (``TypeError``; torch raises
+too), and so does ``lbfgs`` for now (torch's LBFGS steps them as pairs of reals).
 """
 
 from phaseshift_jax.compat.torch._adadelta import adadelta
@@ -45,6 +51,9 @@ from phaseshift_jax.compat.torch._asgd import asgd, asgd_averaged_params
 from phaseshift_jax.compat.torch._complex import as_real_pairs
 from phaseshift_jax.compat.torch._nadam import nadam
 from phaseshift_jax.compat.torch._radam import radam
+from phaseshift_jax.compat.torch._adafactor import adafactor
+from phaseshift_jax.compat.torch._lbfgs import lbfgs, lbfgs_step
+from phaseshift_jax.compat.torch._muon import muon
 from phaseshift_jax.compat.torch._rmsprop import rmsprop
 from phaseshift_jax.compat.torch._rprop import rprop
 from phaseshift_jax.compat.torch._sgd import sgd
@@ -67,6 +76,10 @@ __all__ = [
     "rprop",
     "asgd_averaged_params",
     "as_real_pairs",
+    "adafactor",
+    "muon",
+    "lbfgs",
+    "lbfgs_step",
     "scale_by_torch_adagrad",
     "scale_by_torch_amsgrad",
     "from_torch_state_dict",

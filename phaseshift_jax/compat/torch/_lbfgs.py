@@ -1,0 +1,448 @@
+"""``torch.optim.LBFGS``: one ``update`` is one torch ``step(closure)``."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from phaseshift_jax._checks import check_choice
+from phaseshift_jax.compat._common import (
+    check_non_negative, check_positive_int, concrete_scalar, real_only)
+
+LINE_SEARCH_FNS = (None, "strong_wolfe")
+
+
+class LbfgsState(NamedTuple):
+  """torch's LBFGS state (``optimizer.state[params[0]]``), with the history as ring buffers.
+
+  ``count``: updates (``step`` calls) so far; ``func_evals``, ``n_iter``: torch's counters;
+  ``d``, ``t``: the last direction and step length; ``old_dirs`` / ``old_stps``: the
+  :math:`y` and :math:`s` pairs, params-shaped trees with a leading axis of ``history_size``
+  (a ring: slot ``k % history_size`` holds the ``k``-th pair stored); ``ro``: :math:`1/(y^\\top
+  s)` per slot; ``stored``: pairs stored so far (the ring holds the last ``min(stored,
+  history_size)``); ``h_diag``: the initial inverse-Hessian scale; ``prev_flat_grad`` /
+  ``prev_loss``: the gradient and loss at the start of the last inner iteration.
+  """
+
+  count: jax.Array
+  func_evals: jax.Array
+  n_iter: jax.Array
+  d: optax.Updates
+  t: jax.Array
+  old_dirs: optax.Updates
+  old_stps: optax.Updates
+  ro: jax.Array
+  stored: jax.Array
+  h_diag: jax.Array
+  prev_flat_grad: optax.Updates
+  prev_loss: jax.Array
+
+
+# ----------------------------------------------------------------------------- tree helpers
+
+
+def _dot(a, b, dtype):
+  return sum((jnp.vdot(x, y).astype(dtype) for x, y in zip(jax.tree.leaves(a),
+                                                            jax.tree.leaves(b))),
+             jnp.zeros([], dtype))
+
+
+def _max_abs(a, dtype):
+  return jnp.max(jnp.stack([jnp.max(jnp.abs(x)).astype(dtype) for x in jax.tree.leaves(a)]
+                           or [jnp.zeros([], dtype)]))
+
+
+def _sum_abs(a, dtype):
+  return sum((jnp.sum(jnp.abs(x)).astype(dtype) for x in jax.tree.leaves(a)), jnp.zeros([], dtype))
+
+
+def _axpy(alpha, x, y):
+  """``y + alpha * x`` leaf by leaf (torch's ``y.add_(x, alpha=alpha)``)."""
+  return jax.tree.map(lambda u, v: v + alpha.astype(v.dtype) * u, x, y)
+
+
+def _select(pred, a, b):
+  return jax.tree.map(lambda u, v: jnp.where(pred, u, v), a, b)
+
+
+# ----------------------------------------------------------------------------- strong Wolfe
+
+
+def _cubic_interpolate(x1, f1, g1, x2, f2, g2, bounds=None):
+  """torch's ``_cubic_interpolate``: the minimiser of the cubic through two points, clamped."""
+  if bounds is None:
+    lo, hi = jnp.where(x1 <= x2, x1, x2), jnp.where(x1 <= x2, x2, x1)
+  else:
+    lo, hi = bounds
+  d1 = g1 + g2 - 3 * (f1 - f2) / (x1 - x2)
+  d2_square = d1**2 - g1 * g2
+  d2 = jnp.sqrt(jnp.maximum(d2_square, 0))
+  min_pos = jnp.where(
+      x1 <= x2,
+      x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2)),
+      x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + 2 * d2)))
+  # Python's min(max(m, lo), hi): max returns m unless lo > m, min returns it unless hi < it.
+  clamped = jnp.where(lo > min_pos, lo, min_pos)
+  clamped = jnp.where(hi < clamped, hi, clamped)
+  return jnp.where(d2_square >= 0, clamped, (lo + hi) / 2.0)
+
+
+class _Bracket(NamedTuple):
+  t: jax.Array  # (2,)
+  f: jax.Array  # (2,)
+  g: Any  # a pair of params-shaped trees (leading axis 2)
+  gtd: jax.Array  # (2,)
+
+
+def _strong_wolfe(obj, x, t, d, f, g, gtd, max_ls, tolerance_change, dtype,
+                  c1=1e-4, c2=0.9):
+  """torch's ``_strong_wolfe`` (bracketing, then zoom), as two ``lax.while_loop``s.
+
+  ``obj(t)`` is ``(loss, grad)`` at ``x + t d``. Returns ``(f_new, g_new, t, evals)``.
+  """
+  d_norm = _max_abs(d, dtype)
+  f_new, g_new = obj(t)
+  gtd_new = _dot(g_new, d, dtype)
+  zero = jnp.zeros([], dtype)
+
+  def broke(c):
+    t_, t_prev, f_prev, g_prev, gtd_prev, f_new, g_new, gtd_new, ls_iter, evals = c
+    armijo = (f_new > (f + c1 * t_ * gtd)) | ((ls_iter > 1) & (f_new >= f_prev))
+    wolfe = jnp.abs(gtd_new) <= -c2 * gtd
+    return armijo, wolfe, gtd_new >= 0
+
+  def cond1(c):
+    armijo, wolfe, curvature = broke(c)
+    return (c[8] < max_ls) & ~(armijo | wolfe | curvature)
+
+  def body1(c):
+    t_, t_prev, f_prev, g_prev, gtd_prev, f_new, g_new, gtd_new, ls_iter, evals = c
+    min_step = t_ + 0.01 * (t_ - t_prev)
+    max_step = t_ * 10
+    t_next = _cubic_interpolate(t_prev, f_prev, gtd_prev, t_, f_new, gtd_new,
+                                bounds=(min_step, max_step))
+    f_next, g_next = obj(t_next)
+    return (t_next, t_, f_new, g_new, gtd_new, f_next, g_next, _dot(g_next, d, dtype),
+            ls_iter + 1, evals + 1)
+
+  c = lax.while_loop(cond1, body1, (t, zero, f, g, gtd, f_new, g_new, gtd_new,
+                                    jnp.zeros([], jnp.int32), jnp.ones([], jnp.int32)))
+  t, t_prev, f_prev, g_prev, gtd_prev, f_new, g_new, gtd_new, ls_iter, evals = c
+  armijo, wolfe, _ = broke(c)
+  at_max = ls_iter == max_ls
+  single = ~at_max & ~armijo & wolfe  # torch's one-point bracket: the Wolfe point itself
+  stack = lambda a, b: jax.tree.map(lambda u, v: jnp.stack([u, v]), a, b)  # noqa: E731
+  bracket = _Bracket(
+      t=jnp.where(at_max, jnp.stack([zero, t]),
+                  jnp.where(single, jnp.stack([t, t]), jnp.stack([t_prev, t]))),
+      f=jnp.where(at_max, jnp.stack([f, f_new]),
+                  jnp.where(single, jnp.stack([f_new, f_new]), jnp.stack([f_prev, f_new]))),
+      g=_select(at_max, stack(g, g_new), _select(single, stack(g_new, g_new),
+                                                 stack(g_prev, g_new))),
+      gtd=jnp.where(single, jnp.stack([gtd_new, gtd_new]), jnp.stack([gtd_prev, gtd_new])),
+  )
+  done = single
+
+  def low_high(f2):
+    low = jnp.where(f2[0] <= f2[1], 0, 1)
+    return low, 1 - low
+
+  def cond2(z):
+    bracket, done, insuf, ls_iter, evals, low = z
+    small = jnp.abs(bracket.t[1] - bracket.t[0]) * d_norm < tolerance_change
+    return ~done & (ls_iter < max_ls) & ~small
+
+  def body2(z):
+    bracket, done, insuf, ls_iter, evals, low = z
+    high = 1 - low
+    b = bracket.t
+    t_ = _cubic_interpolate(b[0], bracket.f[0], bracket.gtd[0], b[1], bracket.f[1],
+                            bracket.gtd[1])
+    b_max, b_min = jnp.max(b), jnp.min(b)
+    eps = 0.1 * (b_max - b_min)
+    near = jnp.minimum(b_max - t_, t_ - b_min) < eps
+    move = near & (insuf | (t_ >= b_max) | (t_ <= b_min))
+    moved = jnp.where(jnp.abs(t_ - b_max) < jnp.abs(t_ - b_min), b_max - eps, b_min + eps)
+    t_ = jnp.where(move, moved, t_)
+    insuf = near & ~move
+    f_new, g_new = obj(t_)
+    gtd_new = _dot(g_new, d, dtype)
+    ls_iter, evals = ls_iter + 1, evals + 1
+
+    def put(bracket, i, t_, f_, g_, gtd_):
+      return _Bracket(bracket.t.at[i].set(t_), bracket.f.at[i].set(f_),
+                      jax.tree.map(lambda s, v: s.at[i].set(v), bracket.g, g_),
+                      bracket.gtd.at[i].set(gtd_))
+
+    def take(bracket, i):
+      return (bracket.t[i], bracket.f[i], jax.tree.map(lambda s: s[i], bracket.g),
+              bracket.gtd[i])
+
+    worse = (f_new > (f + c1 * t_ * gtd)) | (f_new >= bracket.f[low])
+    # Armijo fails or no lower than the low point: the new point becomes the high end.
+    as_high = put(bracket, high, t_, f_new, g_new, gtd_new)
+    # Otherwise: Wolfe (done), or the old high becomes the old low; the new point is the low.
+    wolfe = jnp.abs(gtd_new) <= -c2 * gtd
+    flip = ~wolfe & (gtd_new * (b[high] - b[low]) >= 0)
+    flipped = _Bracket(*jax.tree.map(
+        lambda a, b_: jnp.where(flip, a, b_), put(bracket, high, *take(bracket, low)), bracket))
+    as_low = put(flipped, low, t_, f_new, g_new, gtd_new)
+    bracket = _Bracket(*jax.tree.map(lambda a, b_: jnp.where(worse, a, b_), as_high, as_low))
+    new_low, _ = low_high(bracket.f)
+    low = jnp.where(worse, new_low, low)
+    done = done | (~worse & wolfe)
+    return bracket, done, insuf, ls_iter, evals, low
+
+  low, _ = low_high(bracket.f)
+  z = (bracket, done, jnp.zeros([], bool), ls_iter, evals, low)
+  bracket, done, _, ls_iter, evals, low = lax.while_loop(cond2, body2, z)
+  return (bracket.f[low], jax.tree.map(lambda s: s[low], bracket.g), bracket.t[low], evals)
+
+
+# ----------------------------------------------------------------------------- the optimizer
+
+
+def lbfgs(
+    lr: optax.ScalarOrSchedule = 1,
+    max_iter: int = 20,
+    max_eval: int | None = None,
+    tolerance_grad: float = 1e-7,
+    tolerance_change: float = 1e-9,
+    history_size: int = 100,
+    line_search_fn: str | None = None,
+) -> optax.GradientTransformationExtraArgs:
+  r"""``torch.optim.LBFGS``: ``update`` runs one whole torch ``step(closure)``.
+
+  Call it as ``update(grads, state, params, *, value, value_and_grad_fn)`` with ``value`` and
+  ``grads`` the loss and gradient at ``params`` (torch's first closure call of the step) and
+  ``value_and_grad_fn(params) -> (loss, grads)`` for the evaluations inside the step (torch's
+  later closure calls); or use :func:`lbfgs_step`, which makes the first call too::
+
+      tx = compat.torch.lbfgs(line_search_fn="strong_wolfe")
+      state = tx.init(params)
+      fn = jax.value_and_grad(loss_fn)          # loss_fn(params) -> scalar
+      step = jax.jit(lambda state, params: compat.torch.lbfgs_step(tx, state, params, fn))
+      for _ in range(steps):                      # torch: for _ in ...: opt.step(closure)
+        loss, params, state = step(state, params)
+
+  The step is torch's, in order: stop at once if :math:`\max|g| \le` ``tolerance_grad``; then up
+  to ``max_iter`` inner iterations, each: the direction (:math:`-g` at torch's first iteration,
+  else the two-loop recursion over the stored :math:`(y, s)` pairs, a pair stored when
+  :math:`y^\top s > 10^{-10}`, the initial scale :math:`y^\top s / y^\top y`), the step length
+  (``lr``, at the very first iteration :math:`\min(1, 1/\lVert g\rVert_1)\,\mathrm{lr}`), a stop
+  if :math:`g^\top d > -` ``tolerance_change``, then either a fixed step and a new evaluation
+  (none after the last iteration) or torch's strong-Wolfe line search (cubic interpolation,
+  :math:`c_1 = 10^{-4}`, :math:`c_2 = 0.9`, at most ``max_eval`` minus the evaluations so far),
+  and torch's stops: ``max_iter``, ``max_eval`` evaluations, :math:`\max|g| \le`
+  ``tolerance_grad``, :math:`\max|t d| \le` ``tolerance_change``, :math:`|f - f_{prev}| <`
+  ``tolerance_change``. All of it is ``lax.while_loop``s and ``jnp.where``s: it jits, and
+  ``lr``, ``tolerance_grad``, ``tolerance_change``, ``max_iter`` and ``max_eval`` may be traced
+  (``optax.inject_hyperparams``); ``history_size`` (a buffer length) and ``line_search_fn`` are
+  static. The updates are ``new_params - params`` (one rounding off torch's parameters, which
+  torch changes in place).
+
+  The history is a ring of ``history_size`` params-shaped trees for each of :math:`y` and
+  :math:`s`, as torch keeps up to ``history_size`` of them; dot products are per leaf, summed
+  (torch's are over the concatenated vector: equal to rounding). ``update`` needs ``value``
+  and ``value_and_grad_fn`` where torch calls the closure again (``max_iter > 1`` or a line
+  search, also when ``max_iter`` is traced); with ``max_iter=1`` and no line search it is a
+  plain ``update(grads, state, params)`` (one L-BFGS iteration per update, torch's loss is not
+  read), which optax's wrappers can drive.
+
+  Differs from ``optax.lbfgs``: optax's ``update`` is one iteration (one direction, one
+  line search by ``optax.scale_by_zoom_linesearch``), with the scale of the initial Hessian from
+  the newest pair, no ``y^T s`` threshold for storing a pair, and no tolerances; its zoom line
+  search (Nocedal and Wright's, with safeguards and an approximate-Wolfe fallback) is not
+  torch's port of minFunc's ``lswolfe``, and it starts at step 1 where torch's first step is
+  :math:`\min(1, 1/\lVert g\rVert_1)\,\mathrm{lr}`. Here one ``update`` is torch's whole step.
+
+  Args:
+    lr: learning rate (float or schedule of the update count), >= 0.
+    max_iter: inner iterations per step, >= 1.
+    max_eval: evaluations per step; ``None`` is ``max_iter * 5 // 4`` (torch's).
+    tolerance_grad: first-order optimality tolerance, >= 0.
+    tolerance_change: tolerance on changes of the loss and the parameters, >= 0.
+    history_size: stored pairs, >= 1 (static).
+    line_search_fn: ``None`` (fixed steps) or ``"strong_wolfe"`` (static).
+
+  References:
+    ``torch.optim.LBFGS``, https://pytorch.org/docs/stable/generated/torch.optim.LBFGS.html;
+    Nocedal and Wright, Numerical Optimization, 2006, algorithms 7.4 and 3.5-3.6; M. Schmidt,
+    minFunc, https://www.cs.ubc.ca/~schmidtm/Software/minFunc.html
+  """
+  check_non_negative("lr", lr)
+  check_non_negative("tolerance_grad", tolerance_grad)
+  check_non_negative("tolerance_change", tolerance_change)
+  check_choice("line_search_fn", line_search_fn, LINE_SEARCH_FNS)
+  for name, value in (("max_iter", max_iter), ("max_eval", max_eval)):
+    if value is not None:
+      array = concrete_scalar(name, value)
+      if array is not None and not (array.dtype.kind in "iu" and array >= 1):
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+  if isinstance(history_size, jax.core.Tracer):
+    raise ValueError("history_size must be a concrete integer (the length of the history "
+                     "buffers): under optax.inject_hyperparams name it in static_args")
+  check_positive_int("history_size", history_size)
+  history = int(history_size)
+  if max_eval is None:
+    max_eval = max_iter * 5 // 4
+  needs_fn = line_search_fn is not None or concrete_scalar("max_iter", max_iter) is None or (
+      int(max_iter) > 1)
+
+  def init_fn(params):
+    dtype = _scalar_dtype(params)
+    zeros = optax.tree.zeros_like(params)
+    ring = jax.tree.map(lambda p: jnp.zeros((history, *p.shape), p.dtype), params)
+    return LbfgsState(
+        count=jnp.zeros([], jnp.int32), func_evals=jnp.zeros([], jnp.int32),
+        n_iter=jnp.zeros([], jnp.int32), d=zeros, t=jnp.zeros([], dtype), old_dirs=ring,
+        old_stps=ring, ro=jnp.zeros((history,), dtype), stored=jnp.zeros([], jnp.int32),
+        h_diag=jnp.ones([], dtype), prev_flat_grad=zeros, prev_loss=jnp.zeros([], dtype))
+
+  def update_fn(updates, state, params=None, *, value=None,
+                value_and_grad_fn: Callable | None = None, **extra_args):
+    del extra_args
+    if params is None:
+      raise ValueError(optax.NO_PARAMS_MSG)
+    if needs_fn and (value is None or value_and_grad_fn is None):
+      raise ValueError(
+          "compat.torch.lbfgs: update needs value= (the loss at params) and value_and_grad_fn= "
+          "(params -> (loss, grads)) for the evaluations inside a step (max_iter > 1 or a line "
+          "search); see lbfgs_step")
+    dtype = _scalar_dtype(params)
+    rate = jnp.asarray(lr(state.count) if callable(lr) else lr, dtype)
+    tol_grad = jnp.asarray(tolerance_grad, dtype)
+    tol_change = jnp.asarray(tolerance_change, dtype)
+    n_max_iter = jnp.asarray(max_iter, jnp.int32)
+    n_max_eval = jnp.asarray(max_eval, jnp.int32)
+
+    def evaluate(x):
+      loss, grads = value_and_grad_fn(x)
+      return jnp.asarray(loss, dtype), grads
+
+    # With one inner iteration and no line search the loss is never read (torch stores it as
+    # prev_loss only): value may be left out, and prev_loss is then 0.
+    f0 = jnp.asarray(0 if value is None else value, dtype)
+    g0 = updates
+    state = state._replace(func_evals=state.func_evals + 1)
+    optimal0 = _max_abs(g0, dtype) <= tol_grad
+
+    class Carry(NamedTuple):
+      x: Any
+      f: jax.Array
+      g: Any
+      n_iter: jax.Array
+      current_evals: jax.Array
+      stop: jax.Array
+      state: LbfgsState
+
+    def direction(g, st):
+      first = st.n_iter == 1
+      y = jax.tree.map(jnp.subtract, g, st.prev_flat_grad)
+      s = jax.tree.map(lambda u: u * st.t.astype(u.dtype), st.d)
+      ys = _dot(y, s, dtype)
+      push = ~first & (ys > 1e-10)
+      slot = st.stored % history
+      write = lambda ring, v: jax.tree.map(  # noqa: E731
+          lambda r, u: jnp.where(push, r.at[slot].set(u), r), ring, v)
+      old_dirs, old_stps = write(st.old_dirs, y), write(st.old_stps, s)
+      ro = jnp.where(push, st.ro.at[slot].set(1.0 / ys), st.ro)
+      h_diag = jnp.where(push, ys / _dot(y, y, dtype), st.h_diag)
+      stored = st.stored + push.astype(jnp.int32)
+      num_old = jnp.minimum(stored, history)
+      oldest = stored - num_old
+
+      def phys(i):
+        return (oldest + i) % history
+
+      def take(ring, i):
+        return jax.tree.map(lambda r: r[phys(i)], ring)
+
+      def loop1(j, carry):
+        q, al = carry
+        i = num_old - 1 - j
+        a_i = _dot(take(old_stps, i), q, dtype) * ro[phys(i)]
+        return _axpy(-a_i, take(old_dirs, i), q), al.at[i].set(a_i)
+
+      q, al = lax.fori_loop(0, num_old, loop1, (jax.tree.map(jnp.negative, g),
+                                                jnp.zeros((history,), dtype)))
+      r = jax.tree.map(lambda u: u * h_diag.astype(u.dtype), q)
+
+      def loop2(i, r):
+        be_i = _dot(take(old_dirs, i), r, dtype) * ro[phys(i)]
+        return _axpy(al[i] - be_i, take(old_stps, i), r)
+
+      r = lax.fori_loop(0, num_old, loop2, r)
+      d = _select(first, jax.tree.map(jnp.negative, g), r)
+      history_state = st._replace(old_dirs=old_dirs, old_stps=old_stps, ro=ro, stored=stored,
+                                  h_diag=jnp.where(first, jnp.ones([], dtype), h_diag))
+      return d, history_state
+
+    def inner(c: Carry) -> Carry:
+      n_iter = c.n_iter + 1
+      st = c.state._replace(n_iter=c.state.n_iter + 1)
+      d, st = direction(c.g, st)
+      prev_loss = c.f
+      first = st.n_iter == 1
+      t = jnp.where(first, jnp.minimum(1.0, 1.0 / _sum_abs(c.g, dtype)) * rate, rate)
+      gtd = _dot(c.g, d, dtype)
+      st = st._replace(d=d, t=t, prev_flat_grad=c.g, prev_loss=prev_loss)
+      no_descent = gtd > -tol_change
+
+      def take_step(_):
+        if line_search_fn is not None:
+          obj = lambda s: evaluate(_axpy(s, d, c.x))  # noqa: E731
+          f, g, t_ls, ls_evals = _strong_wolfe(obj, c.x, t, d, c.f, c.g, gtd,
+                                               n_max_eval - c.current_evals, tol_change, dtype)
+          x = _axpy(t_ls, d, c.x)
+          return x, f, g, t_ls, ls_evals
+        x = _axpy(t, d, c.x)
+        if not needs_fn:
+          return x, c.f, c.g, t, jnp.zeros([], jnp.int32)
+        last = n_iter == n_max_iter
+        f, g = lax.cond(last, lambda: (c.f, c.g), lambda: evaluate(x))
+        return x, f, g, t, jnp.where(last, 0, 1).astype(jnp.int32)
+
+      def no_step(_):
+        return c.x, c.f, c.g, t, jnp.zeros([], jnp.int32)
+
+      x, f, g, t, ls_evals = lax.cond(no_descent, no_step, take_step, None)
+      st = st._replace(t=t, func_evals=st.func_evals + ls_evals)
+      current_evals = c.current_evals + ls_evals
+      stop = (no_descent | (n_iter == n_max_iter) | (current_evals >= n_max_eval)
+              | (_max_abs(g, dtype) <= tol_grad)
+              | (_max_abs(jax.tree.map(lambda u: u * t.astype(u.dtype), d), dtype) <= tol_change)
+              | (jnp.abs(f - prev_loss) < tol_change))
+      return Carry(x, f, g, n_iter, current_evals, stop, st)
+
+    carry = Carry(params, f0, g0, jnp.zeros([], jnp.int32), jnp.ones([], jnp.int32), optimal0,
+                  state)
+    carry = lax.while_loop(lambda c: ~c.stop & (c.n_iter < n_max_iter), inner, carry)
+    new_state = carry.state._replace(count=optax.safe_increment(state.count))
+    return jax.tree.map(jnp.subtract, carry.x, params), new_state
+
+  return real_only(optax.GradientTransformationExtraArgs(init_fn, update_fn),
+                   "compat.torch.lbfgs")
+
+
+def _scalar_dtype(params):
+  leaves = [x for x in jax.tree.leaves(params) if hasattr(x, "dtype")]
+  return jnp.result_type(*leaves) if leaves else jnp.float32
+
+
+def lbfgs_step(tx: optax.GradientTransformationExtraArgs, state, params, value_and_grad_fn):
+  """One torch ``LBFGS.step(closure)``: ``(loss, new_params, new_state)``.
+
+  ``value_and_grad_fn(params) -> (loss, grads)`` plays torch's closure (e.g.
+  ``jax.value_and_grad(loss_fn)``); ``loss`` is the loss at ``params`` before the step, as torch's
+  ``step`` returns it. See :func:`lbfgs` for an example; jit it with ``value_and_grad_fn`` closed
+  over.
+  """
+  loss, grads = value_and_grad_fn(params)
+  updates, state = tx.update(grads, state, params, value=loss,
+                             value_and_grad_fn=value_and_grad_fn)
+  return loss, optax.apply_updates(params, updates), state
