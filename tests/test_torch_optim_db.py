@@ -34,8 +34,9 @@ OPTIM_DB = {info.optim_cls.__name__: info for info in optim_db}
 STEPS = 100
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
-# Counterparts other helpers of issue 17 are building; remove a name when its factory lands
-# (the strict xfail then fails, as a reminder). Only a missing factory is expected to fail.
+# Counterparts not built yet, as strict xfails (a name is removed when its factory lands; only a
+# missing factory may fail). None is left: a class torch adds to optim_db fails with "no
+# counterpart for torch.optim.X" until it has one or is named here.
 PENDING: set = set()
 # Tested on torch's configurations in another file, for the reason given.
 ELSEWHERE = {

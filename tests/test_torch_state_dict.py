@@ -67,8 +67,7 @@ CASES = {
         O.RAdam, "radam", dict(lr=1e-3, weight_decay=0.01, decoupled_weight_decay=True)),
     "adafactor(weight_decay)": (O.Adafactor, "adafactor", dict(lr=1e-2, weight_decay=0.01)),
 }
-# Factories other helpers are building; remove a name when it lands on main (the strict xfail
-# then fails, as a reminder). Only a missing factory is expected to fail.
+# Factories not built yet, as strict xfails (only a missing factory may fail); none is left.
 PENDING: set = set()
 
 
