@@ -275,7 +275,8 @@ def test_configs_cover_every_export():
       "scale_by_torch_rprop", "ScaleByTorchAsgdState", "ScaleByTorchRpropState",
       "as_real_pairs", "asgd_averaged_params",
       "scale_by_torch_nadam", "scale_by_torch_radam", "ScaleByTorchNadamState",
-      "lbfgs_step"}  # runs lbfgs's update, not a factory
+      "lbfgs_step",  # runs lbfgs's update, not a factory
+      "from_torch_state_dict", "to_torch_state_dict"}  # the state_dict conversion
   exported = {f"{module.__name__.rsplit('.', 1)[1]}.{name}"
               for module in (torch_optim, minima, miniai) for name in module.__all__
               if name not in building_blocks}

@@ -57,6 +57,7 @@ from phaseshift_jax.compat.torch._muon import muon
 from phaseshift_jax.compat.torch._rmsprop import rmsprop
 from phaseshift_jax.compat.torch._rprop import rprop
 from phaseshift_jax.compat.torch._sgd import sgd
+from phaseshift_jax.compat.torch._state_dict import from_torch_state_dict, to_torch_state_dict
 from phaseshift_jax.compat.torch._transforms import (
     ScaleByTorchAsgdState, ScaleByTorchRpropState, scale_by_torch_adagrad, scale_by_torch_amsgrad,
     scale_by_torch_asgd, scale_by_torch_rprop)
@@ -81,6 +82,8 @@ __all__ = [
     "lbfgs_step",
     "scale_by_torch_adagrad",
     "scale_by_torch_amsgrad",
+    "from_torch_state_dict",
+    "to_torch_state_dict",
     "scale_by_torch_asgd",
     "scale_by_torch_rprop",
     "ScaleByTorchAsgdState",
