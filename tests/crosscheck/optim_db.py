@@ -323,6 +323,19 @@ class OptimDbReport:
   def note(self, line: str) -> None:
     self.notes.append(line)
 
+  def export(self) -> dict:
+    """Rows and notes as plain lists (what pytest-xdist can send from a worker)."""
+    return {"rows": [[*key, *value] for key, value in self.rows.items()], "notes": self.notes}
+
+  def absorb(self, exported: dict) -> None:
+    """Merge a worker's export: runs add up, the worst difference (and its tolerance) wins."""
+    for optimizer, what, runs, worst, tolerance in exported["rows"]:
+      had_runs, had_worst, had_tolerance = self.rows.get((optimizer, what), (0, 0.0, 0.0))
+      if worst < had_worst:
+        worst, tolerance = had_worst, had_tolerance
+      self.rows[(optimizer, what)] = (had_runs + runs, worst, tolerance)
+    self.notes.extend(exported["notes"])
+
   def lines(self) -> list:
     width = max([len("optimizer")] + [len(k[0]) for k in self.rows])
     wwhat = max([len("runs of")] + [len(k[1]) for k in self.rows])

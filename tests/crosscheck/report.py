@@ -3,7 +3,8 @@
 Tests call ``crosscheck_report(pytestconfig).add(name, steps, diff_f32, diff_f64)``. The first call
 registers a small plugin whose ``pytest_terminal_summary`` prints the table, so the report appears
 in every run that executes a cross-check (whatever the directory or the ``-s``/``-q`` options).
-Under pytest-xdist the lines stay in the worker processes and are not printed.
+Under pytest-xdist each worker hands its rows to the controller, which prints them
+(``tests/conftest.py``, through :meth:`CrossCheckReport.export` and :meth:`CrossCheckReport.absorb`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ class CrossCheckReport:
 
   def add(self, name: str, steps: int, diff_f32: float, diff_f64: float) -> None:
     self.rows.append((name, steps, diff_f32, diff_f64))
+
+  def export(self) -> list:
+    """The rows as plain lists (what pytest-xdist can send from a worker)."""
+    return [list(row) for row in self.rows]
+
+  def absorb(self, exported: list) -> None:
+    """Add the rows a worker exported."""
+    self.rows.extend(tuple(row) for row in exported)
 
   def lines(self) -> list:
     width = max([len("optimizer")] + [len(row[0]) for row in self.rows])
