@@ -289,10 +289,10 @@ SEPARATE = {"muon": "test_muon_run_continues (2-D parameters only)",
 ])
 @pytest.mark.xfail("lbfgs" in PENDING, strict=True, raises=NoCounterpart, reason="not built yet")
 def test_lbfgs_run_continues(kwargs):
-  """LBFGS (its state over the flattened parameters, on the first one): 3 step(closure) calls,
-  convert, 3 more on each side; the history ring wraps (history_size < pairs stored)."""
+  """LBFGS (its state over the flattened parameters, on the first one): STEPS step(closure)
+  calls, convert, STEPS more on each side; the history ring wraps (history_size < pairs stored)."""
   factory = _factory("lbfgs")
-  steps = 3
+  steps = STEPS
   x, y = (torch.tensor(v) for v in _batches("mlp", 0)[0])
 
   def torch_run(initial=None, state_dict=None):
@@ -360,10 +360,10 @@ def test_every_optimizer_has_a_case():
 ])
 @pytest.mark.xfail("muon" in PENDING, strict=True, raises=NoCounterpart, reason="not built yet")
 def test_muon_run_continues(kwargs):
-  """torch's Muon takes 2-D parameters only: a bias-free two-layer tanh regression, 10 steps
-  and 10 more (torch's CPU Muon step costs 80 ms here: the test budget)."""
+  """torch's Muon takes 2-D parameters only: a bias-free two-layer tanh regression, STEPS steps
+  and STEPS more."""
   factory = _factory("muon")
-  steps = 10
+  steps = STEPS
   rng = np.random.default_rng(0)
   x, y = rng.standard_normal((16, 4)), rng.standard_normal((16, 2))
   torch.manual_seed(0)
