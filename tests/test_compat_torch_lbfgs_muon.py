@@ -1,12 +1,13 @@
 """compat.torch.adafactor, lbfgs and muon against torch.optim (torch's own test configurations).
 
 LBFGS and Muon: every configuration that ``optim_inputs_func`` of torch's ``optim_db`` yields for
-device "cpu", read at test time, in float64 (LBFGS: 40 ``step(closure)`` calls on the full-batch
+device "cpu", read at test time, in float64 (LBFGS: 100 ``step(closure)`` calls on the full-batch
 loss of the MLP, with torch's counters of evaluations and iterations equal; Muon: 100 steps on
 the bias-free MLP, every parameter a matrix). The bound is
 1e-10, or, where torch's own trajectory is chaotic (moving its initial weights by one ulp moves
 its final weights further), 10x that measured sensitivity, printed. Adafactor: the MLP and the CNN
-as ``tests/test_compat_torch.py`` does (T4's generic test also runs torch's Adafactor inputs).
+as ``tests/test_compat_torch.py`` does (``tests/test_torch_optim_db.py`` also runs torch's
+Adafactor inputs).
 """
 
 import inspect
@@ -26,9 +27,9 @@ from tests.crosscheck.harness import (
 
 O = torch.optim
 STEPS = 100
-# LBFGS: 40 step(closure) calls, each up to 20 inner iterations (800 with lr=1e-3, whose
-# trajectory is chaotic): 100 calls cost 30 s here, over this file's budget.
-LBFGS_STEPS = 40
+# LBFGS: 100 step(closure) calls, as many as the other optimizers' steps, each up to 20 inner
+# iterations (chaotic with lr=1e-3 and lr=0.01: held to 10x torch's own one-ulp sensitivity).
+LBFGS_STEPS = 100
 TOLERANCE = 1e-10
 
 
@@ -91,7 +92,7 @@ ADAFACTOR_CASES = [
          lr=0.02, beta2_decay=-0.6, eps=(1e-4, 1e-2), d=1.5),
 ]
 # On the MLP (each run costs a compilation per dtype; a 3-D leaf's factoring is checked in
-# test_adafactor_state_is_torchs_for_every_rank, torch's own inputs by T4's generic test).
+# test_adafactor_state_is_torchs_for_every_rank, torch's own inputs by tests/test_torch_optim_db.py).
 ADAFACTOR_RUNS = [(c, "mlp") for c in ADAFACTOR_CASES]
 
 
