@@ -58,11 +58,12 @@ from phaseshift_jax.compat.torch._rmsprop import rmsprop
 from phaseshift_jax.compat.torch._rprop import rprop
 from phaseshift_jax.compat.torch._sgd import sgd
 from phaseshift_jax.compat.torch._state_dict import from_torch_state_dict, to_torch_state_dict
-from phaseshift_jax.compat.torch._transforms import (
-    ScaleByTorchAsgdState, ScaleByTorchRpropState, scale_by_torch_adagrad, scale_by_torch_amsgrad,
-    scale_by_torch_asgd, scale_by_torch_rprop)
-from phaseshift_jax.compat.torch._transforms import (
-    ScaleByTorchNadamState, scale_by_torch_nadam, scale_by_torch_radam)
+from phaseshift_jax.compat.torch._adagrad import scale_by_torch_adagrad
+from phaseshift_jax.compat.torch._adam import scale_by_torch_amsgrad
+from phaseshift_jax.compat.torch._asgd import ScaleByTorchAsgdState, scale_by_torch_asgd
+from phaseshift_jax.compat.torch._nadam import ScaleByTorchNadamState, scale_by_torch_nadam
+from phaseshift_jax.compat.torch._radam import scale_by_torch_radam
+from phaseshift_jax.compat.torch._rprop import ScaleByTorchRpropState, scale_by_torch_rprop
 
 __all__ = [
     "sgd",

@@ -1,14 +1,41 @@
-"""``torch.optim.Adagrad``."""
+"""``torch.optim.Adagrad``, and its preconditioner ``scale_by_torch_adagrad``
+(``optax.scale_by_rss`` adds ``eps`` inside the square root; torch adds it outside)."""
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from phaseshift_jax import schedules
 from phaseshift_jax.compat._common import chain, check_non_negative
 from phaseshift_jax.compat.torch._complex import as_real_pairs
 from phaseshift_jax.compat.torch._shared import _negate_if
-from phaseshift_jax.compat.torch._transforms import scale_by_torch_adagrad
+
+
+def scale_by_torch_adagrad(
+    initial_accumulator_value: float = 0.0, eps: float = 1e-10
+) -> optax.GradientTransformation:
+  r"""Adagrad's preconditioner as ``torch.optim.Adagrad`` computes it.
+
+  .. math:: G_t = G_{t-1} + g_t^2, \quad G_0 = \text{initial\_accumulator\_value}, \qquad
+            u_t = \frac{g_t}{\sqrt{G_t} + \epsilon}
+
+  The state is ``optax.ScaleByRssState(sum_of_squares=G)``, the same as ``optax.scale_by_rss``.
+  """
+
+  def init_fn(params):
+    return optax.ScaleByRssState(
+        sum_of_squares=optax.tree.full_like(params, initial_accumulator_value)
+    )
+
+  def update_fn(updates, state, params=None):
+    del params
+    sums = jax.tree.map(lambda g, s: s + g * g, updates, state.sum_of_squares)
+    updates = jax.tree.map(lambda g, s: g / (jnp.sqrt(s) + eps), updates, sums)
+    return updates, optax.ScaleByRssState(sum_of_squares=sums)
+
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
 def adagrad(

@@ -1,13 +1,93 @@
-"""``torch.optim.ASGD``."""
+"""``torch.optim.ASGD``, and its rule ``scale_by_torch_asgd`` (optax has no averaged SGD: its
+``eta``, ``mu`` schedule and the averaged parameters ``ax``)."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
 import optax
 
 from phaseshift_jax.compat._common import chain, check_non_negative
 from phaseshift_jax.compat.torch._complex import as_real_pairs
 from phaseshift_jax.compat.torch._shared import _negate_if
-from phaseshift_jax.compat.torch._transforms import ScaleByTorchAsgdState, scale_by_torch_asgd
+
+
+class ScaleByTorchAsgdState(NamedTuple):
+  """State of :func:`scale_by_torch_asgd`: torch's ``step``, ``eta``, ``mu`` and ``ax``.
+
+  ``eta`` and ``mu`` are float32 scalars, as torch keeps them (its ``_get_scalar_dtype()``, the
+  default dtype float32) and shares them by every parameter of a group; ``ax`` (params-shaped,
+  the params' dtypes) is the running average of the parameters.
+  """
+
+  count: jax.Array
+  eta: jax.Array
+  mu: jax.Array
+  ax: optax.Updates
+
+
+def scale_by_torch_asgd(
+    learning_rate: optax.ScalarOrSchedule = 1e-2,
+    lambd: float = 1e-4,
+    alpha: float = 0.75,
+    t0: float = 1e6,
+) -> optax.GradientTransformation:
+  r"""The step of ``torch.optim.ASGD`` on a (decayed) gradient :math:`d_t`, with the rate in it.
+
+  .. math::
+      \theta_t = \theta_{t-1}(1 - \lambda\eta_t) - \eta_t d_t, \qquad
+      \bar\theta_t = \begin{cases} \theta_t & \mu_t = 1 \\
+                       \bar\theta_{t-1} + \mu_t(\theta_t - \bar\theta_{t-1}) & \text{else,}
+                       \end{cases}
+
+  .. math::
+      \eta_{t+1} = \frac{\alpha_t}{(1 + \lambda\alpha_t t)^{a}}, \qquad
+      \mu_{t+1} = \frac{1}{\max(1, t - t_0)}, \qquad \eta_1 = \alpha_1, \ \mu_1 = 1
+
+  (:math:`\alpha_t` the learning rate at step :math:`t`, i.e. ``learning_rate(t - 1)`` for a
+  schedule, :math:`a` = ``alpha``). The returned update is :math:`\theta_t - \theta_{t-1}`, so
+  ``params`` are needed. :math:`\eta` and :math:`\mu` are computed in the default float dtype
+  (float64 under x64, as torch's Python arithmetic) and stored as float32, as torch stores them.
+  The state is :class:`ScaleByTorchAsgdState`.
+  """
+
+  def rate(count):
+    return learning_rate(count) if callable(learning_rate) else learning_rate
+
+  def init_fn(params):
+    return ScaleByTorchAsgdState(
+        count=jnp.zeros([], jnp.int32),
+        eta=jnp.asarray(rate(jnp.zeros([], jnp.int32)), jnp.float32),
+        mu=jnp.ones([], jnp.float32),
+        ax=optax.tree.zeros_like(params),
+    )
+
+  def update_fn(updates, state, params=None):
+    if params is None:
+      raise ValueError("scale_by_torch_asgd needs params: call update(updates, state, params)")
+    real = jnp.result_type(float)
+    eta = state.eta.astype(real)
+    shrink = lambd * eta
+    # torch computes theta (1 - lambd eta) - eta d; the update itself is computed directly (not
+    # as a difference of parameters, which would lose the digits of a small update).
+    updates = jax.tree.map(
+        lambda p, d: -(eta.astype(p.dtype) * d + shrink.astype(p.dtype) * p), params, updates)
+    new_params = jax.tree.map(lambda p, u: p + u, params, updates)
+    averaged = jax.tree.map(
+        lambda p, ax: jnp.where(state.mu == 1, p, ax + (p - ax) * state.mu.astype(p.dtype)),
+        new_params, state.ax)
+    count = optax.safe_increment(state.count)
+    step = count.astype(real)
+    lr = rate(state.count)
+    new_eta = lr / (1 + lambd * lr * step) ** alpha
+    new_mu = 1 / jnp.maximum(1, step - t0)
+    return updates, ScaleByTorchAsgdState(
+        count=count, eta=jnp.asarray(new_eta, jnp.float32), mu=jnp.asarray(new_mu, jnp.float32),
+        ax=averaged)
+
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
 def asgd(

@@ -1,12 +1,71 @@
-"""``torch.optim.RAdam``."""
+"""``torch.optim.RAdam``, and its rule ``scale_by_torch_radam`` (``optax.scale_by_radam`` places
+``eps`` after the bias correction and rectifies from ``rho_t >= 5``; torch adds ``eps`` to the
+raw root and rectifies from ``rho_t > 5``)."""
 
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import optax
 
 from phaseshift_jax.compat._common import check_non_negative
 from phaseshift_jax.compat.torch._adam import _betas, _weight_decay_chain
-from phaseshift_jax.compat.torch._transforms import scale_by_torch_radam
+from phaseshift_jax.compat.torch._shared import _power_and_complement
+
+
+def scale_by_torch_radam(
+    b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8
+) -> optax.GradientTransformation:
+  r"""RAdam's preconditioner as ``torch.optim.RAdam`` computes it.
+
+  .. math::
+      \rho_\infty = \frac{2}{1-\beta_2} - 1, \quad
+      \rho_t = \rho_\infty - \frac{2t\beta_2^t}{1-\beta_2^t}, \quad
+      r_t = \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}},
+
+  .. math::
+      u_t = \begin{cases}
+        \hat m_t\, r_t\, \dfrac{\sqrt{1-\beta_2^t}}{\sqrt{v_t} + \epsilon} & \rho_t > 5 \\
+        \hat m_t & \text{otherwise}
+      \end{cases}
+
+  with :math:`m_t, v_t` as in Adam and :math:`\hat m_t = m_t / (1-\beta_1^t)`. Custom because
+  ``optax.scale_by_radam`` divides by :math:`\sqrt{\hat v_t} + \epsilon` (torch:
+  :math:`(\sqrt{v_t} + \epsilon) / \sqrt{1-\beta_2^t}`, i.e. :math:`\epsilon` scaled by
+  :math:`1/\sqrt{1-\beta_2^t}`) and rectifies for :math:`\rho_t \ge 5` (torch: :math:`> 5`).
+  The state is ``optax.ScaleByAdamState(count, mu=m, nu=v)``, the same as
+  ``optax.scale_by_radam``.
+  """
+
+  rho_inf = 2.0 / (1.0 - b2) - 1.0
+
+  def init_fn(params):
+    zeros = optax.tree.zeros_like(params)
+    return optax.ScaleByAdamState(count=jnp.zeros([], jnp.int32), mu=zeros, nu=zeros)
+
+  def update_fn(updates, state, params=None):
+    del params
+    mu = optax.tree.update_moment(updates, state.mu, b1, 1)
+    nu = optax.tree.update_moment_per_elem_norm(updates, state.nu, b2, 2)
+    count = optax.safe_increment(state.count)
+    _, correction1 = _power_and_complement(b1, count)
+    b2t, correction2 = _power_and_complement(b2, count)
+    rho = rho_inf - 2 * count * b2t / correction2
+    rectify = rho > 5.0
+    ratio = (rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)
+    # The unrectified steps (rho <= 5, where the ratio may be negative) take the root of 1.
+    rect = jnp.sqrt(jnp.where(rectify, ratio, 1.0))
+    root_correction2 = jnp.sqrt(correction2)
+
+    def step(m, v):
+      m_hat = m / correction1.astype(m.dtype)
+      adaptive = root_correction2.astype(v.dtype) / (jnp.sqrt(v) + eps)
+      return jnp.where(rectify, m_hat * adaptive * rect.astype(m.dtype), m_hat)
+
+    updates = jax.tree.map(step, mu, nu)
+    return updates, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
 def radam(

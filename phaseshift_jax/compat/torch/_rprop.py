@@ -1,13 +1,82 @@
-"""``torch.optim.Rprop``."""
+"""``torch.optim.Rprop``, and its rule ``scale_by_torch_rprop`` (``optax.scale_by_rprop`` is another
+variant: it keeps the signed step, returns the previous one, and leaves the step size alone where
+the product of gradients is 0, where torch multiplies it by 1 and clamps it)."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
 import optax
 
 from phaseshift_jax.compat._common import check_non_negative, concrete_scalar, chain
 from phaseshift_jax.compat.torch._complex import as_real_pairs
 from phaseshift_jax.compat.torch._shared import _negate_if, _pair
-from phaseshift_jax.compat.torch._transforms import scale_by_torch_rprop
+
+
+class ScaleByTorchRpropState(NamedTuple):
+  """State of :func:`scale_by_torch_rprop`: torch's ``step``, ``prev`` and ``step_size``."""
+
+  count: jax.Array
+  prev: optax.Updates
+  step_size: optax.Updates
+
+
+def scale_by_torch_rprop(
+    learning_rate: optax.ScalarOrSchedule = 1e-2,
+    etaminus: float = 0.5,
+    etaplus: float = 1.2,
+    step_size_min: float = 1e-6,
+    step_size_max: float = 50.0,
+) -> optax.GradientTransformation:
+  r"""``torch.optim.Rprop``'s step (the update, learning rate included).
+
+  .. math::
+      s_t = \operatorname{sign}(g_t\,p_{t-1}), \quad
+      f_t = \eta_+ \ (s_t > 0), \ \eta_- \ (s_t < 0), \ 1 \ (s_t = 0), \quad
+      \Delta_t = \operatorname{clip}(f_t \Delta_{t-1}, \Delta_{\min}, \Delta_{\max}),
+
+  .. math::
+      p_t = 0 \text{ where } f_t = \eta_-, \ g_t \text{ elsewhere}, \qquad
+      u_t = -\operatorname{sign}(p_t)\,\Delta_t
+
+  with :math:`\Delta_0` = ``learning_rate`` (a schedule is read at step 0 only: torch reads the
+  group's ``lr`` when it creates the state) and :math:`p_0 = 0`. The state is
+  :class:`ScaleByTorchRpropState` (``prev`` = :math:`p`, ``step_size`` = :math:`\Delta`).
+  """
+
+  def init_fn(params):
+    lr = learning_rate(jnp.zeros([], jnp.int32)) if callable(learning_rate) else learning_rate
+    return ScaleByTorchRpropState(
+        count=jnp.zeros([], jnp.int32),
+        prev=optax.tree.zeros_like(params),
+        step_size=optax.tree.full_like(params, lr),
+    )
+
+  def factor(g, prev):
+    def cast(x):
+      return jnp.asarray(x, g.dtype)
+
+    s = jnp.sign(g * prev)
+    return jnp.where(s > 0, cast(etaplus),
+                     jnp.where(s < 0, cast(etaminus), jnp.where(s == 0, cast(1), s)))
+
+  def update_fn(updates, state, params=None):
+    del params
+    factors = jax.tree.map(factor, updates, state.prev)
+    sizes = jax.tree.map(
+        lambda size, f: jnp.clip(size * f, jnp.asarray(step_size_min, size.dtype),
+                                 jnp.asarray(step_size_max, size.dtype)),
+        state.step_size, factors)
+    prev = jax.tree.map(
+        lambda g, f: jnp.where(f == jnp.asarray(etaminus, g.dtype), jnp.zeros_like(g), g),
+        updates, factors)
+    updates = jax.tree.map(lambda g, size: -jnp.sign(g) * size, prev, sizes)
+    return updates, ScaleByTorchRpropState(
+        count=optax.safe_increment(state.count), prev=prev, step_size=sizes)
+
+  return optax.GradientTransformation(init_fn, update_fn)
 
 
 def rprop(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import optax
 
 from phaseshift_jax.compat._common import concrete_scalar
@@ -43,3 +44,14 @@ def _pair(name: str, value) -> tuple:
     raise ValueError(f"{name} must be a pair of numbers, got {value!r}") from None
   return tuple(v if concrete_scalar(f"{name}[{i}]", v) is None else float(v)
                for i, v in enumerate((first, second)))
+
+
+def _power_and_complement(b, count):
+  r""":math:`(b^t, 1 - b^t)` as :math:`(e^x, -\mathrm{expm1}(x))`, :math:`x = t \log(1 - (1 - b))`.
+
+  torch computes these in Python floats (float64) whatever the parameters' dtype. In float32
+  ``1 - b**t`` loses most of its digits for ``b`` near 1 (0.999: relative 1e-5 at small ``t``);
+  this form keeps them (``1 - b`` is exact for a float32 ``b`` and rounds once for a Python one).
+  """
+  x = count * jnp.log1p(-(1.0 - b))
+  return jnp.exp(x), -jnp.expm1(x)
