@@ -142,3 +142,15 @@ def test_side_by_side_seeds_compute_the_steps_of_the_seeds_one_by_one():
   losses = result["first_losses"]  # Each seed's own model, batch and augmentation.
   np.testing.assert_allclose(losses["side_by_side"], losses["one_by_one"], rtol=1e-5)
   assert losses["one_by_one"][0] != losses["one_by_one"][1]
+
+
+def test_muon_benchmark_times_both_kernels_and_torch():
+  from benchmarks import muon  # pylint: disable=import-outside-toplevel
+
+  out = muon.run([(16, 32)], steps=2, warmup=1, log=lambda _: None)
+  (case,) = out["cases"]
+  assert set(case["results"]) == {"compat.torch.muon(ns_kernels='xla')",
+                                  "compat.torch.muon(ns_kernels='torch_cpu')", "torch.optim.Muon"}
+  assert all(row["steps"] == 2 and row["median_s"] > 0 for row in case["results"].values())
+  # On a matrix this small both kernels give torch's bfloat16 bits (tests/ checks the values).
+  assert case["equal_to_torch"] == {"torch_cpu": 1.0, "xla": 1.0}

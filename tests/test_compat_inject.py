@@ -179,7 +179,8 @@ NOT_IN_UPDATES = {torch_optim.rprop: ("lr",), torch_optim.asgd: ("t0",)}
 # Arguments that are not injected numbers, by factory, with the reason.
 NOT_INJECTED = {
     torch_optim.adafactor: {"eps": "a tuple (None allowed), static"},
-    torch_optim.muon: {"ns_coefficients": "a tuple, static", "adjust_lr_fn": "a string"},
+    torch_optim.muon: {"ns_coefficients": "a tuple, static", "adjust_lr_fn": "a string",
+                       "ns_kernels": "a string"},
     # lbfgs: max_iter and max_eval are injected (loop bounds) in
     # tests/test_compat_torch_lbfgs_muon.py::test_lbfgs_under_inject_hyperparams, which steps it
     # with a closure; here the fixed gradients allow max_iter=1 only, where a traced max_iter

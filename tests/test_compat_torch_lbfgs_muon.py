@@ -68,8 +68,8 @@ def test_lbfgs_matches_torch_on_torchs_configs(kwargs):
 @pytest.mark.parametrize("kwargs", torch_inputs(O.Muon))
 def test_muon_matches_torch_on_torchs_configs(kwargs):
   make = lambda params: O.Muon(params, **kwargs)  # noqa: E731
-  result = run_crosscheck(make, ours.muon(**kwargs), model="mlp_nobias", steps=STEPS,
-                          dtype="float64")
+  result = run_crosscheck(make, ours.muon(**kwargs, ns_kernels="torch_cpu"), model="mlp_nobias",
+                          steps=STEPS, dtype="float64")
   limit = bound(result.max_abs_param_diff, lambda: torch_sensitivity(
       make, model="mlp_nobias", steps=STEPS, baseline=result.torch_params), f"muon {kwargs}")
   assert result.max_abs_param_diff <= limit
@@ -78,8 +78,48 @@ def test_muon_matches_torch_on_torchs_configs(kwargs):
 
 def test_muon_float32_matches_torch():
   """float32 too (torch's default input): the same bfloat16 roundings, the same fused step."""
-  result = run_crosscheck(O.Muon, ours.muon(), model="mlp_nobias", steps=STEPS, dtype="float32")
+  result = run_crosscheck(O.Muon, ours.muon(ns_kernels="torch_cpu"), model="mlp_nobias",
+                          steps=STEPS, dtype="float32")
   assert result.max_abs_param_diff <= 1e-5
+
+
+# bfloat16's unit roundoff is 2^-8; the iteration rounds each of its products to bfloat16, so
+# float32 sums taken in another order move the result by a few units: 4 allowed (measured up to
+# 1.0 unit, 4.0e-3, on 512 x 1024).
+NS_RELATIVE_TOLERANCE = 4 * 2.0**-8
+
+
+@pytest.mark.parametrize("shape", [(3, 6), (64, 128), (256, 256), (300, 100)], ids=str)
+def test_muon_xla_kernels_orthogonalise_as_torch(shape):
+  """``ns_kernels="xla"`` (the default): one Newton-Schulz call on a float32 matrix equals
+  torch's to a few bfloat16 units in the Frobenius norm, wide and tall; the emulated kernels give
+  torch's bits on the small matrix."""
+  from torch.optim._muon import _zeropower_via_newtonschulz  # pylint: disable=import-outside-toplevel
+
+  from phaseshift_jax.compat.torch._muon import NS_COEFFICIENTS, newton_schulz  # pylint: disable=import-outside-toplevel
+
+  g = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+  expected = _zeropower_via_newtonschulz(torch.tensor(g), NS_COEFFICIENTS, 5, 1e-7).float().numpy()
+  got = np.asarray(newton_schulz(jnp.asarray(g)).astype(jnp.float32))
+  relative = np.linalg.norm(got - expected) / np.linalg.norm(expected)
+  print(f"newton_schulz {shape}: relative difference to torch {relative:.2e}")
+  assert relative <= NS_RELATIVE_TOLERANCE
+  if shape == (3, 6):
+    emulated = newton_schulz(jnp.asarray(g), kernels="torch_cpu").astype(jnp.float32)
+    np.testing.assert_array_equal(np.asarray(emulated), expected)
+
+
+def test_muon_xla_kernels_follow_torchs_run():
+  """The default kernels over torch's 100-step float32 run: the parameters stay within 1% of
+  how far torch's moved (bfloat16 rounding differences grow along a run; measured 3e-4 of
+  about 0.08)."""
+  result = run_crosscheck(O.Muon, ours.muon(), model="mlp_nobias", steps=STEPS, dtype="float32")
+  result_start = run_crosscheck(O.Muon, ours.muon(), model="mlp_nobias", steps=0,
+                                dtype="float32")
+  moved = max(float(np.max(np.abs(a - b))) for a, b in zip(result.torch_params,
+                                                           result_start.torch_params))
+  print(f"muon xla kernels: {result.max_abs_param_diff:.2e} off torch, which moved {moved:.2e}")
+  assert 0 < result.max_abs_param_diff <= 0.01 * moved
 
 
 # The state (row_var / col_var of the matrices, variance of the biases) is compared in
@@ -129,13 +169,17 @@ def test_adafactor_state_is_torchs_for_every_rank():
       np.testing.assert_allclose(get("variance", k), torch_state["variance"].numpy(), atol=1e-15)
 
 
+OURS_ONLY = {ours.muon: ("ns_kernels",)}  # keyword-only, after torch's keywords
+
+
 @pytest.mark.parametrize(
     "ours_fn, torch_cls",
     [(ours.adafactor, O.Adafactor), (ours.lbfgs, O.LBFGS), (ours.muon, O.Muon)])
 def test_defaults_and_keywords_are_torchs(ours_fn, torch_cls):
   torch_parameters = dict(inspect.signature(torch_cls).parameters)
   del torch_parameters["params"]
-  ours_parameters = inspect.signature(ours_fn).parameters
+  ours_parameters = {name: p for name, p in inspect.signature(ours_fn).parameters.items()
+                     if name not in OURS_ONLY.get(ours_fn, ())}
   assert list(ours_parameters) == list(torch_parameters)
   for name, parameter in ours_parameters.items():
     assert parameter.default == torch_parameters[name].default, name
@@ -163,6 +207,7 @@ def test_defaults_and_keywords_are_torchs(ours_fn, torch_cls):
         (ours.muon, dict(ns_steps=100), "ns_steps"),
         (ours.muon, dict(ns_coefficients=(1.0, 2.0)), "ns_coefficients"),
         (ours.muon, dict(adjust_lr_fn="spectral"), "adjust_lr_fn"),
+        (ours.muon, dict(ns_kernels="cuda"), "ns_kernels"),
     ],
 )
 def test_invalid_arguments_are_named(factory, kwargs, name):
@@ -189,7 +234,7 @@ def test_muon_adjust_lr_fn_scales_as_torch():
       p.grad = torch.tensor(g)
       opt.step()
       with jax.enable_x64(True):
-        tx = ours.muon(lr=0.1, adjust_lr_fn=fn, nesterov=False)
+        tx = ours.muon(lr=0.1, adjust_lr_fn=fn, nesterov=False, ns_kernels="torch_cpu")
         u, _ = tx.update(jnp.asarray(g), tx.init(jnp.asarray(w)), jnp.asarray(w))
       np.testing.assert_allclose(w + np.asarray(u), p.detach().numpy(), rtol=0, atol=1e-15)
 

@@ -386,7 +386,7 @@ def test_muon_run_continues(kwargs):
   with jax.enable_x64(True):
     params = [jnp.asarray(m) for m in middle]
     state = ours.from_torch_state_dict("muon", state_dict, params, **kwargs)
-    tx = factory(**kwargs)
+    tx = factory(**kwargs, ns_kernels="torch_cpu")  # torch's CPU kernels, bit for bit
 
     @jax.jit
     def step(params, state):

@@ -196,12 +196,18 @@ def _plain(value):
   return array.item() if array.ndim == 0 else value
 
 
+# Keywords of ours that torch's optimizer lacks (keyword-only, after torch's): accepted in
+# ``factory_kwargs`` and never written to a torch param group.
+_OURS_ONLY = frozenset({"ns_kernels"})
+
+
 def _hyperparameters(name: str, factory, kwargs: dict) -> dict:
+  """torch's hyperparameters of ``factory(**kwargs)``, defaults included."""
   signature = inspect.signature(factory).parameters
   unknown = set(kwargs) - set(signature)
   if unknown:
     raise TypeError(f"compat.torch.{name} has no argument(s) {sorted(unknown)}")
-  return {k: kwargs.get(k, p.default) for k, p in signature.items()}
+  return {k: kwargs.get(k, p.default) for k, p in signature.items() if k not in _OURS_ONLY}
 
 
 def _same(a, b, rel_tol: float = 0.0) -> bool:

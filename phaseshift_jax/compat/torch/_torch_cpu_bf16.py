@@ -1,11 +1,13 @@
-"""torch's CPU bfloat16 matrix kernels, rounding for rounding, for :func:`newton_schulz`.
+"""torch's CPU bfloat16 matrix kernels, rounding for rounding, for ``newton_schulz(kernels="torch_cpu")``.
 
-What it buys: ``compat.torch.muon`` equals torch's Muon bit for bit on CPU (torch runs its
-Newton-Schulz iteration in bfloat16, so a plain XLA matmul rounds differently and the runs part
-after a few steps). The summation orders were measured on torch 2.13's CPU kernels (8 interleaved
-float32 lanes for norms and Gram sums, 4 lanes for ``addmm``, one rounding per fused add); torch on
-other hardware sums in other orders. The loops are sequential over the inner dimension, so they
-cost more than one matmul on large matrices; ``benchmarks/`` has no Muon benchmark yet.
+What it buys: ``compat.torch.muon(ns_kernels="torch_cpu")`` equals torch's Muon bit for bit on
+CPU for small matrices (torch runs its Newton-Schulz iteration in bfloat16, so float32 sums in
+another order round to another bfloat16 now and then, and the runs part along the way). The
+summation orders were measured on torch 2.13's CPU kernels (8 interleaved float32 lanes for norms
+and Gram sums, 4 lanes for ``addmm``, one rounding per fused add); they hold up to about 32 x 64,
+and torch calls other kernels for larger matrices or on other hardware. The loops are sequential
+over the inner dimension: ``benchmarks/muon.py`` measures what that costs against XLA's matmuls
+(the default ``ns_kernels="xla"``) and torch.
 """
 
 from __future__ import annotations
