@@ -154,3 +154,4 @@ def test_muon_benchmark_times_both_kernels_and_torch():
   assert all(row["steps"] == 2 and row["median_s"] > 0 for row in case["results"].values())
   # On a matrix this small both kernels give torch's bfloat16 bits (tests/ checks the values).
   assert case["equal_to_torch"] == {"torch_cpu": 1.0, "xla": 1.0}
+  assert "| 16 x 32 |" in muon.table(out)

@@ -87,6 +87,24 @@ def run(sizes, *, steps: int, warmup: int, log=print) -> dict:
   return {"environment": timing.environment(), "cases": cases}
 
 
+def table(results: dict) -> str:
+  """The results as a markdown table: median ms per step, ratio to ``ns_kernels="xla"``, and the
+  fraction of elements equal to torch's."""
+  env = results["environment"]
+  lines = [f"## Muon step: {env['device']['cpu'] or env['device']['kind']}, {env['date']}", "",
+           f"Load average at the start: {' / '.join(f'{v:.2f}' for v in env['load_average'] or [])}.",
+           "", "| matrix | " + " | ".join(results["cases"][0]["results"]) + " | equal to torch's "
+           "bfloat16 (torch_cpu / xla) |", "|---" * (len(results["cases"][0]["results"]) + 2) + "|"]
+  for case in results["cases"]:
+    rows = case["results"]
+    xla = rows["compat.torch.muon(ns_kernels='xla')"]["median_s"]
+    cells = [f"{row['median_s'] * 1e3:.2f} ms ({row['median_s'] / xla:.1f}x)" for row in rows.values()]
+    equal = case["equal_to_torch"]
+    lines.append(f"| {case['shape'][0]} x {case['shape'][1]} | " + " | ".join(cells)
+                 + f" | {equal['torch_cpu']:.1%} / {equal['xla']:.1%} |")
+  return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--sizes", type=_parse_sizes, default=list(SIZES))
@@ -98,6 +116,8 @@ def main(argv=None):
   if args.out:
     with open(args.out, "w", encoding="utf-8") as f:
       json.dump(results, f, indent=1)
+    with open(args.out.removesuffix(".json") + ".md", "w", encoding="utf-8") as f:
+      f.write(table(results))
 
 
 if __name__ == "__main__":
