@@ -525,3 +525,50 @@ def test_complex_parameters(name):
     for _ in range(20):
       params, state = step(params, state)
   assert max_diff(params, [w.detach().numpy(), r.detach().numpy()]) <= TOLERANCE
+
+
+@pytest.mark.parametrize("case", [
+    "adam(betas, weight_decay, amsgrad)", "rmsprop(centered, momentum, weight_decay)",
+    "sgd(momentum, dampening, weight_decay)"])
+def test_injected_run_continues_and_converts_back(case):
+  """Under ``optax.inject_hyperparams``: ``injected_tx=`` gives the wrapped state, which continues
+  torch's run (with the injected ``lr`` halved mid-run, as torch's group ``lr`` is), and the
+  injected state converts back to torch's final state dict, the group holding the halved ``lr``."""
+  cls, name, kwargs = CASES[case]
+  factory = _factory(name)
+  half = STEPS // 2
+  run = TorchRun(cls, kwargs).steps(STEPS)
+  state_dict = copy.deepcopy(run.optimizer.state_dict())
+  middle = run.numpy_params()
+  run.steps(half)
+  for group in run.optimizer.param_groups:
+    group["lr"] = kwargs["lr"] / 2
+  expected = run.steps(half).numpy_params()
+  with jax.enable_x64(True):
+    tx = optax.inject_hyperparams(factory)(**kwargs)
+    params = [jnp.asarray(p) for p in middle]
+    state = ours.from_torch_state_dict(name, state_dict, params, step=STEPS, injected_tx=tx,
+                                       **kwargs)
+    assert type(state) is type(tx.init(params)) and int(state.count) == STEPS
+    params, state = jax_steps(tx, state, params, STEPS, half)
+    state = state._replace(hyperparams={**state.hyperparams,
+                                        "lr": jnp.asarray(kwargs["lr"] / 2, jnp.float64)})
+    got, state = jax_steps(tx, state, params, STEPS + half, half)
+    back = ours.to_torch_state_dict(name, state, got, step=2 * STEPS, **kwargs)
+  assert max_diff(expected, got) <= TOLERANCE
+  final = run.optimizer.state_dict()
+  (group,) = back["param_groups"]
+  assert group["lr"] == kwargs["lr"] / 2
+  assert set(back["state"]) == set(final["state"])
+  for index, entry in final["state"].items():
+    assert set(back["state"][index]) == {k for k, v in entry.items() if v is not None}
+    for key, value in back["state"][index].items():
+      np.testing.assert_allclose(value, entry[key].numpy(), rtol=0, atol=TOLERANCE,
+                                 err_msg=f"{index} {key}")
+
+
+def test_injected_tx_must_be_injected(adam_after_steps):
+  run, params = adam_after_steps
+  with pytest.raises(TypeError, match="inject_hyperparams"):
+    ours.from_torch_state_dict("adam", run.optimizer.state_dict(), params, amsgrad=True,
+                               injected_tx=ours.adam(amsgrad=True))

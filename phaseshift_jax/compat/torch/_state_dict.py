@@ -44,8 +44,11 @@ The library does not import torch: a tensor is anything with ``.numpy()`` or ``_
 :func:`to_torch_state_dict` returns NumPy arrays unless given ``to_tensor`` (``torch.as_tensor``
 makes ``load_state_dict``-ready tensors). Complex parameters convert as they are (the state of a
 complex leaf is complex, torch's state tensor, where the optimizer takes complex parameters).
-Not covered: ``optax.inject_hyperparams``-wrapped states (convert the inner state,
-``state.inner_state``).
+* ``optax.inject_hyperparams``: :func:`from_torch_state_dict` with ``injected_tx=tx`` (the
+  wrapped transformation, ``optax.inject_hyperparams(compat.torch.adam)(lr=1e-3)``) returns
+  ``tx``'s state, the converted state as its ``inner_state`` and the step count as its
+  ``count``; :func:`to_torch_state_dict` takes such a state as it is, and the values it holds
+  in ``hyperparams`` (which may have been changed mid-run) are the param group's.
 
 Example:
   >>> import torch
@@ -314,8 +317,19 @@ def _torch_index_order(groups: list) -> list:
   return [index for group in groups for index in group["params"]]
 
 
+def _is_injected(state) -> bool:
+  """An ``optax.inject_hyperparams`` state (plain or stateful)."""
+  return hasattr(state, "inner_state") and hasattr(state, "hyperparams")
+
+
+def _group_value(value):
+  """An injected hyperparameter as a torch group holds it: a number, or a tuple (``betas``)."""
+  array = np.asarray(value)
+  return array.item() if array.ndim == 0 else tuple(array.tolist())
+
+
 def from_torch_state_dict(optimizer, state_dict: dict, params, *, step: int | None = None,
-                          scheduler=None, **factory_kwargs):
+                          scheduler=None, injected_tx=None, **factory_kwargs):
   """The ``compat.torch`` optimizer state equal to a torch optimizer's ``state_dict()``.
 
   Args:
@@ -334,12 +348,30 @@ def from_torch_state_dict(optimizer, state_dict: dict, params, *, step: int | No
       final factor: see ``schedules.torch.scheduled_lr``) and the return value is its state.
       The step count defaults to the schedulers' ``last_epoch``. Without a plateau, an ``lr``
       schedule (``conversion.schedule``) with ``step=conversion.count`` also continues the run.
+    injected_tx: for an optimizer under ``optax.inject_hyperparams``: that transformation
+      (``optax.inject_hyperparams(factory)(**factory_kwargs)``, with any ``static_args`` or
+      ``hyperparam_dtype``); the return value is then its state (not with ``scheduler``).
     **factory_kwargs: the factory's keywords, as the optimizer will be built.
 
   Returns:
     ``factory(**factory_kwargs).init(params)`` with torch's buffers and step count in it; with
     ``scheduler``, the pair ``(that state, the conversion's state)``.
   """
+  if injected_tx is not None:
+    if scheduler is not None:
+      raise ValueError("injected_tx= and scheduler= cannot be combined: convert the scheduler "
+                       "into an lr schedule (from_torch_scheduler(...).schedule) instead")
+    outer = injected_tx.init(params)
+    if not _is_injected(outer):
+      raise TypeError("injected_tx must be an optax.inject_hyperparams(...) transformation, "
+                      f"whose state has hyperparams and inner_state; its state is "
+                      f"{type(outer).__name__}")
+    inner = from_torch_state_dict(optimizer, state_dict, params, step=step, **factory_kwargs)
+    counts = [v for f, v in _fields(inner) if f == "count"]
+    entries = [e for e in state_dict.get("state", {}).values() if "step" in e]
+    count = (int(step) if step is not None else int(float(_plain(entries[0]["step"])))
+             if entries else int(counts[0]) if counts else 0)
+    return outer._replace(count=jnp.asarray(count, outer.count.dtype), inner_state=inner)
   name, factory, layout = _resolve(optimizer)
   hyper = _hyperparameters(name, factory, factory_kwargs)
   converted = None
@@ -435,7 +467,9 @@ def to_torch_state_dict(optimizer, opt_state, params, *, step: int | None = None
 
   Args:
     optimizer: the compat.torch factory or its name, as in :func:`from_torch_state_dict`.
-    opt_state: the state of ``factory(**factory_kwargs)`` for ``params``.
+    opt_state: the state of ``factory(**factory_kwargs)`` for ``params``, or of
+      ``optax.inject_hyperparams(factory)(**factory_kwargs)``: its ``hyperparams`` then give the
+      group's values of the injected hyperparameters.
     params: the JAX params tree (its ``jax.tree.leaves`` order is torch's parameter order).
     step: the number of steps taken, for a state that keeps no count (``rmsprop`` with a
       constant ``lr``: its rule needs none, torch's state has one); checked against the state's
@@ -450,6 +484,10 @@ def to_torch_state_dict(optimizer, opt_state, params, *, step: int | None = None
     keeps for these hyperparameters, no per-parameter entry before the first step. ``lr`` is a
     float (a schedule's value at the step count).
   """
+  if _is_injected(opt_state):
+    injected = {k: _group_value(v) for k, v in opt_state.hyperparams.items()}
+    return to_torch_state_dict(optimizer, opt_state.inner_state, params, step=step,
+                               to_tensor=to_tensor, **{**factory_kwargs, **injected})
   name, factory, layout = _resolve(optimizer)
   hyper = _hyperparameters(name, factory, factory_kwargs)
   convert = to_tensor if to_tensor is not None else (lambda a: a)
