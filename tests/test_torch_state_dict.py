@@ -572,3 +572,42 @@ def test_injected_tx_must_be_injected(adam_after_steps):
   with pytest.raises(TypeError, match="inject_hyperparams"):
     ours.from_torch_state_dict("adam", run.optimizer.state_dict(), params, amsgrad=True,
                                injected_tx=ours.adam(amsgrad=True))
+
+
+def test_injected_plateau_run_continues_for_a_rate_that_is_no_final_factor():
+  """ASGD's rate enters its averaging (``eta``), so its plateau run injects the rate
+  (``scheduled_hyperparam``): ``scheduler=`` with ``injected_tx=`` puts torch's schedulers'
+  state into that schedule's state, and the run continues with torch's cuts."""
+  kwargs = dict(lambd=1e-3, t0=10.0, weight_decay=0.01)
+  run = TorchRun(O.ASGD, {"lr": 0.05, **kwargs}, [
+      lambda o: O.lr_scheduler.StepLR(o, step_size=7, gamma=0.9),
+      lambda o: O.lr_scheduler.ReduceLROnPlateau(o, factor=0.5, patience=1, threshold=0.05)])
+  run.steps(STEPS)
+  state_dict = copy.deepcopy(run.optimizer.state_dict())
+  middle = run.numpy_params()
+  with jax.enable_x64(True):
+    converted = schedules.torch.from_torch_scheduler(run.schedulers)
+    tx = optax.inject_hyperparams(ours.asgd)(
+        lr=schedules.torch.scheduled_hyperparam(converted.members), **kwargs)
+    params = [jnp.asarray(p) for p in middle]
+    state = ours.from_torch_state_dict("asgd", state_dict, params, scheduler=run.schedulers,
+                                       injected_tx=tx, **kwargs)
+    assert jax.tree.map(lambda a: (a.shape, a.dtype), state) == jax.tree.map(
+        lambda a: (a.shape, a.dtype), tx.init(params))
+    lr_before = float(run.optimizer.param_groups[0]["lr"])
+    expected = run.steps(STEPS).numpy_params()
+    assert float(run.optimizer.param_groups[0]["lr"]) < lr_before / 2  # the plateau cut
+    loss_fn = _jax_loss("mlp", "float64")
+    batches = [(jnp.asarray(x), jnp.asarray(y, jnp.int32)) for x, y in _batches("mlp", 0)]
+
+    @jax.jit
+    def step(params, state, x, y):
+      loss, grads = loss_fn(params, x, y)
+      updates, state = tx.update(grads, state, params, value=loss)
+      return optax.apply_updates(params, updates), state
+
+    for t in range(STEPS, 2 * STEPS):
+      params, state = step(params, state, *batches[t % len(batches)])
+  assert max_diff(expected, params) <= TOLERANCE
+  assert float(state.hyperparams["lr"]) == pytest.approx(
+      float(run.optimizer.param_groups[0]["lr"]), rel=1e-12)

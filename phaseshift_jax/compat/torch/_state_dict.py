@@ -350,7 +350,10 @@ def from_torch_state_dict(optimizer, state_dict: dict, params, *, step: int | No
       schedule (``conversion.schedule``) with ``step=conversion.count`` also continues the run.
     injected_tx: for an optimizer under ``optax.inject_hyperparams``: that transformation
       (``optax.inject_hyperparams(factory)(**factory_kwargs)``, with any ``static_args`` or
-      ``hyperparam_dtype``); the return value is then its state (not with ``scheduler``).
+      ``hyperparam_dtype``); the return value is then its state. With ``scheduler``, its ``lr``
+      must be ``schedules.torch.scheduled_hyperparam`` of the converted members (the form for
+      an optimizer whose rate is not a final factor, such as ``asgd``): that schedule's state is
+      torch's schedulers' (``factory_kwargs`` need no ``lr`` then).
     **factory_kwargs: the factory's keywords, as the optimizer will be built.
 
   Returns:
@@ -358,20 +361,8 @@ def from_torch_state_dict(optimizer, state_dict: dict, params, *, step: int | No
     ``scheduler``, the pair ``(that state, the conversion's state)``.
   """
   if injected_tx is not None:
-    if scheduler is not None:
-      raise ValueError("injected_tx= and scheduler= cannot be combined: convert the scheduler "
-                       "into an lr schedule (from_torch_scheduler(...).schedule) instead")
-    outer = injected_tx.init(params)
-    if not _is_injected(outer):
-      raise TypeError("injected_tx must be an optax.inject_hyperparams(...) transformation, "
-                      f"whose state has hyperparams and inner_state; its state is "
-                      f"{type(outer).__name__}")
-    inner = from_torch_state_dict(optimizer, state_dict, params, step=step, **factory_kwargs)
-    counts = [v for f, v in _fields(inner) if f == "count"]
-    entries = [e for e in state_dict.get("state", {}).values() if "step" in e]
-    count = (int(step) if step is not None else int(float(_plain(entries[0]["step"])))
-             if entries else int(counts[0]) if counts else 0)
-    return outer._replace(count=jnp.asarray(count, outer.count.dtype), inner_state=inner)
+    return _from_torch_injected(optimizer, state_dict, params, step, scheduler, injected_tx,
+                                factory_kwargs)
   name, factory, layout = _resolve(optimizer)
   hyper = _hyperparameters(name, factory, factory_kwargs)
   converted = None
@@ -459,6 +450,41 @@ def from_torch_state_dict(optimizer, state_dict: dict, params, *, step: int | No
 
   state = _walk(state, replace)
   return state if converted is None else (state, converted.state)
+
+
+def _from_torch_injected(optimizer, state_dict, params, step, scheduler, injected_tx,
+                         factory_kwargs):
+  """:func:`from_torch_state_dict` with ``injected_tx``: the state of that
+  ``optax.inject_hyperparams`` transformation; with ``scheduler``, its ``lr`` is
+  ``schedules.torch.scheduled_hyperparam`` of the scheduler(s), whose state is torch's."""
+  outer = injected_tx.init(params)
+  if not _is_injected(outer):
+    raise TypeError("injected_tx must be an optax.inject_hyperparams(...) transformation, "
+                    f"whose state has hyperparams and inner_state; its state is "
+                    f"{type(outer).__name__}")
+  converted = None
+  if scheduler is not None:
+    converted = (scheduler if isinstance(scheduler, schedules_torch.FromTorch)
+                 else schedules_torch.from_torch_scheduler(scheduler))
+    if "lr" not in getattr(outer, "hyperparams_states", {}):
+      raise ValueError("with scheduler= and injected_tx=, inject lr as "
+                       "schedules.torch.scheduled_hyperparam(members) (a stateful schedule)")
+    # The optimizer runs at the schedulers' current rate: that is what torch's group holds.
+    factory_kwargs = {**factory_kwargs, "lr": float(converted.state.lr)}
+    if step is None:
+      step = converted.count
+  inner = from_torch_state_dict(optimizer, state_dict, params, step=step, **factory_kwargs)
+  counts = [v for f, v in _fields(inner) if f == "count"]
+  entries = [e for e in state_dict.get("state", {}).values() if "step" in e]
+  count = (int(step) if step is not None else int(float(_plain(entries[0]["step"])))
+           if entries else int(counts[0]) if counts else 0)
+  outer = outer._replace(count=jnp.asarray(count, outer.count.dtype), inner_state=inner)
+  if converted is not None:
+    lr = outer.hyperparams["lr"]
+    outer = outer._replace(
+        hyperparams={**outer.hyperparams, "lr": jnp.asarray(converted.state.lr, lr.dtype)},
+        hyperparams_states={**outer.hyperparams_states, "lr": converted.state})
+  return outer
 
 
 def to_torch_state_dict(optimizer, opt_state, params, *, step: int | None = None,
