@@ -7,7 +7,8 @@ the bias-free MLP, every parameter a matrix). The bound is
 1e-10, or, where torch's own trajectory is chaotic (moving its initial weights by one ulp moves
 its final weights further), 10x that measured sensitivity, printed. Adafactor: the MLP and the CNN
 as ``tests/test_compat_torch.py`` does (``tests/test_torch_optim_db.py`` also runs torch's
-Adafactor inputs).
+Adafactor inputs). LBFGS with complex parameters: complex128 least squares against torch, params
+and state (flattened as torch flattens) to 1e-10.
 """
 
 import inspect
@@ -294,6 +295,91 @@ def test_lbfgs_under_inject_hyperparams():
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
       np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
   assert int(sa.func_evals) == int(sb.inner_state.func_evals)
+
+
+def _torch_flat(tree):
+  """A params tree flattened as torch's LBFGS flattens: each leaf's ``view_as_real`` (a complex
+  leaf's real and imaginary parts interleaved), ``view(-1)``, concatenated in order."""
+  return np.concatenate([
+      (np.stack([leaf.real, leaf.imag], -1) if np.iscomplexobj(leaf) else leaf).reshape(-1)
+      for leaf in (np.asarray(v) for v in jax.tree.leaves(tree))])
+
+
+COMPLEX_LBFGS_CASES = [
+    pytest.param(dict(), 5, id="defaults"),
+    pytest.param(dict(line_search_fn="strong_wolfe"), 5, id="strong_wolfe"),
+    pytest.param(dict(lr=0.1, max_iter=1, history_size=3), 20, id="max_iter=1"),
+    pytest.param(dict(lr=0.5, max_iter=4, history_size=3, line_search_fn="strong_wolfe"), 3,
+                 id="strong_wolfe-ring"),
+]
+
+
+@pytest.mark.parametrize("kwargs, steps", COMPLEX_LBFGS_CASES)
+def test_lbfgs_complex_parameters_match_torch(kwargs, steps):
+  """torch's LBFGS steps a complex parameter as the pair of its real and imaginary parts (its
+  flat vectors hold ``view_as_real``); so does ours: complex128 least squares, ``steps``
+  ``step(closure)`` calls, params to 1e-10, the state (``d``, ``prev_flat_grad``, the history
+  read from the ring's oldest slot, the counters) to 1e-10 relative to its scale."""
+  from tests.test_compat_torch_classic import _B0, _W0, _X, _Y, _loss  # noqa: PLC0415
+  w, b = (torch.tensor(v, requires_grad=True) for v in (_W0, _B0))
+  optimizer = O.LBFGS([w, b], **kwargs)
+  x, y = torch.tensor(_X), torch.tensor(_Y)
+
+  def closure():
+    optimizer.zero_grad()
+    loss = _loss(w, b, x, y)
+    loss.backward()
+    return loss
+
+  torch_losses = [float(optimizer.step(closure).detach()) for _ in range(steps)]
+  with jax.enable_x64(True):
+    tx = ours.lbfgs(**kwargs)
+    value_and_grad = jax.value_and_grad(lambda p: _loss(*p, jnp.asarray(_X), jnp.asarray(_Y)))
+
+    def fn(params):  # torch's z.grad is dL/da + i dL/db: the conjugate of jax.grad's
+      loss, grads = value_and_grad(params)
+      return loss, jax.tree.map(jnp.conj, grads)
+
+    step = jax.jit(lambda state, params: ours.lbfgs_step(tx, state, params, fn))
+    params = [jnp.asarray(_W0), jnp.asarray(_B0)]
+    state = tx.init(params)
+    losses = []
+    for _ in range(steps):
+      loss, params, state = step(state, params)
+      losses.append(float(loss))
+
+  assert all(p.dtype == jnp.complex128 for p in params)
+  for got, expected in zip(params, (w, b)):
+    np.testing.assert_allclose(np.asarray(got), expected.detach().numpy(), rtol=0, atol=1e-10)
+  assert np.max(np.abs(np.asarray(params[0]) - _W0)) > 1e-1  # it moved
+  np.testing.assert_allclose(losses, torch_losses, rtol=1e-10)
+  torch_state = optimizer.state[optimizer._params[0]]  # pylint: disable=protected-access
+  assert int(state.func_evals) == torch_state["func_evals"]
+  assert int(state.n_iter) == torch_state["n_iter"]
+  assert all(v.dtype == jnp.complex128 for v in state.d + state.prev_flat_grad)
+  assert all(v.dtype == jnp.float64 and v.shape[-1] == 2 for v in state.old_dirs + state.old_stps)
+
+  def close(got, expected, what):
+    expected = np.asarray(expected)
+    scale = max(1.0, float(np.max(np.abs(expected))))
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-10 * scale, err_msg=what)
+
+  close(_torch_flat(state.d), torch_state["d"].numpy(), "d")
+  close(_torch_flat(state.prev_flat_grad), torch_state["prev_flat_grad"].numpy(),
+        "prev_flat_grad")
+  close(float(state.t), float(torch_state["t"]), "t")
+  close(float(state.h_diag), float(torch_state["H_diag"]), "H_diag")
+  history = state.ro.shape[0]
+  live = min(int(state.stored), history)
+  assert live == len(torch_state["old_dirs"]) > 0
+  if "history_size" in kwargs:
+    assert int(state.stored) > history  # the ring wrapped
+  for i in range(live):
+    k = (int(state.stored) - live + i) % history
+    slot = lambda ring: jax.tree.map(lambda r: r[k], ring)  # noqa: E731
+    close(_torch_flat(slot(state.old_dirs)), torch_state["old_dirs"][i].numpy(), f"old_dirs[{i}]")
+    close(_torch_flat(slot(state.old_stps)), torch_state["old_stps"][i].numpy(), f"old_stps[{i}]")
+    close(float(state.ro[k]), float(torch_state["ro"][i]), f"ro[{i}]")
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float32])

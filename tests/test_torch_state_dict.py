@@ -282,11 +282,14 @@ SEPARATE = {"muon": "test_muon_run_continues (2-D parameters only)",
             "lbfgs": "test_lbfgs_run_continues (a closure; its state is over all parameters)"}
 
 
-@pytest.mark.parametrize("kwargs", [
+LBFGS_RUNS = [
     pytest.param(dict(lr=0.5, max_iter=4, history_size=3), id="fixed-steps"),
     pytest.param(dict(lr=1.0, max_iter=5, history_size=4, line_search_fn="strong_wolfe"),
                  id="strong_wolfe"),
-])
+]
+
+
+@pytest.mark.parametrize("kwargs", LBFGS_RUNS)
 @pytest.mark.xfail("lbfgs" in PENDING, strict=True, raises=NoCounterpart, reason="not built yet")
 def test_lbfgs_run_continues(kwargs):
   """LBFGS (its state over the flattened parameters, on the first one): STEPS step(closure)
@@ -346,6 +349,121 @@ def test_lbfgs_run_continues(kwargs):
         [jnp.asarray(m) for m in middle], to_tensor=torch.as_tensor, **kwargs)
   assert max_diff(expected, got) <= max(TOLERANCE, 10 * sensitivity), sensitivity
   # torch -> ours -> torch: a fresh torch LBFGS continues exactly as the original.
+  assert max_diff(expected, torch_run(middle, back)[1](steps)) == 0.0
+
+
+# The complex LBFGS runs: 3 + 3 step(closure) calls (12 to 15 inner iterations each half: the
+# history fills and the ring wraps), not STEPS + STEPS. LBFGS's small-history runs turn chaotic
+# as they near a minimum: here one ulp moved moves torch's own state (ro, 1 / y^T s, relative) by
+# 1e-11 after 6 calls, by 1e-10 after 9 and 3e-9 after 12 (its parameters by 1e-2 after 50 on an
+# ill-conditioned least-squares problem), and a problem still far from a minimum after 100 calls
+# steps too little to test. After 6 calls torch's one-ulp sensitivity is 1.4e-11 (the state,
+# relative) and 4e-13 (the parameters), and each half moves the parameters by over 1e-2.
+COMPLEX_LBFGS_STEPS = 3
+_ROSENBROCK_Z0 = np.array([-1.2 + 1j, -0.5 + 0.8j, 0.3 - 0.4j])
+_ROSENBROCK_R0 = np.array([-1.0, 1.5])
+
+
+def _complex_rosenbrock(z, r, xp):
+  """Rosenbrock's valley (curvature 10) in each complex element (x, y = its real and imaginary
+  parts) and in the real pair ``r``."""
+  return (xp.sum((1 - z.real) ** 2 + 10 * (z.imag - z.real**2) ** 2)
+          + (1 - r[0]) ** 2 + 10 * (r[1] - r[0] ** 2) ** 2)
+
+
+def _assert_lbfgs_state_dicts_close(ours_dict, torch_dict, rel):
+  """The same keys, each value (a tensor, a list of them, a number) within ``rel`` relative to
+  ``max(1, its largest magnitude)`` of torch's (0: equal); tensors of torch's dtype and shape (a
+  torch number may be a 0-d tensor where ours is a float: torch's ``t`` after its first step)."""
+  assert set(ours_dict["state"]) == set(torch_dict["state"]) == {0}
+  mine, entry = ours_dict["state"][0], torch_dict["state"][0]
+  assert set(mine) == {k for k, v in entry.items() if v is not None and k != "al"}
+  for key, value in mine.items():
+    if isinstance(value, list):
+      assert len(value) == len(entry[key]), key
+      pairs = list(zip(value, entry[key]))
+    else:
+      pairs = [(value, entry[key])]
+    for got, expected in pairs:
+      if isinstance(got, torch.Tensor) and got.ndim:
+        assert got.dtype == expected.dtype and got.shape == expected.shape, key
+      got, expected = (np.asarray(_numpy(v), np.float64) for v in (got, expected))
+      scale = max(1.0, float(np.max(np.abs(expected))))
+      assert np.max(np.abs(got - expected)) <= rel * scale, key
+
+
+def _numpy(value):
+  return value.numpy() if isinstance(value, torch.Tensor) else value
+
+
+@pytest.mark.parametrize("kwargs", LBFGS_RUNS)
+def test_lbfgs_complex_run_continues(kwargs):
+  """A complex128 and a float64 parameter: torch's flat state holds the complex one's
+  ``view_as_real`` (two reals per element). 3 step(closure) calls (fewer than STEPS: see
+  COMPLEX_LBFGS_STEPS), convert, 3 more on each side: the parameters to 1e-10, our final state as
+  a torch state dict to 1e-10 relative to torch's; torch -> ours -> torch gives torch's tensors
+  back exactly, and a fresh torch continues from them exactly as the original."""
+  steps = COMPLEX_LBFGS_STEPS
+
+  def torch_run(initial=None, state_dict=None):
+    w = torch.nn.Parameter(torch.tensor(_ROSENBROCK_Z0))
+    r = torch.nn.Parameter(torch.tensor(_ROSENBROCK_R0))
+    if initial is not None:
+      with torch.no_grad():
+        for p, value in zip((w, r), initial):
+          p.copy_(torch.from_numpy(value))
+    optimizer = O.LBFGS([w, r], **kwargs)
+    if state_dict is not None:
+      optimizer.load_state_dict(state_dict)
+
+    def closure():
+      optimizer.zero_grad()
+      loss = _complex_rosenbrock(w, r, torch)
+      loss.backward()
+      return loss
+
+    def run(n):
+      with _single_torch_thread(), flush_denormals():
+        for _ in range(n):
+          optimizer.step(closure)
+      return [w.detach().numpy().copy(), r.detach().numpy().copy()]
+
+    return optimizer, run
+
+  optimizer, run = torch_run()
+  middle = run(steps)
+  state_dict = copy.deepcopy(optimizer.state_dict())
+  expected = run(steps)
+  final_dict = copy.deepcopy(optimizer.state_dict())
+  history = kwargs["history_size"]
+  with jax.enable_x64(True):
+    params = [jnp.asarray(m) for m in middle]
+    state = ours.from_torch_state_dict("lbfgs", state_dict, params, **kwargs)
+    assert state.d[0].dtype == jnp.complex128 and state.d[0].shape == middle[0].shape
+    assert state.old_dirs[0].shape == (history, *middle[0].shape, 2)
+    # torch's history is full (it has dropped pairs); our ring continues from it and wraps.
+    assert int(state.stored) == len(state_dict["state"][0]["old_dirs"]) == history
+    tx = ours.lbfgs(**kwargs)
+
+    def value_and_grad(p):  # torch's z.grad: the conjugate of jax.grad's
+      loss, grads = jax.value_and_grad(lambda p: _complex_rosenbrock(*p, jnp))(p)
+      return loss, [jnp.conj(g) for g in grads]
+
+    step = jax.jit(lambda state, params: ours.lbfgs_step(tx, state, params, value_and_grad))
+    for _ in range(steps):
+      _, params, state = step(state, params)
+    assert int(state.stored) > history
+    got = [np.asarray(p) for p in params]
+    ours_final = ours.to_torch_state_dict("lbfgs", state, params, to_tensor=torch.as_tensor,
+                                          **kwargs)
+    back = ours.to_torch_state_dict("lbfgs", ours.from_torch_state_dict(
+        "lbfgs", state_dict, [jnp.asarray(m) for m in middle], **kwargs),
+        [jnp.asarray(m) for m in middle], to_tensor=torch.as_tensor, **kwargs)
+  assert max_diff(expected, got) <= TOLERANCE
+  assert max_diff(middle, expected) > 1e-2  # the second half moved
+  _assert_lbfgs_state_dicts_close(ours_final, final_dict, TOLERANCE)
+  # torch -> ours -> torch: torch's tensors exactly, and a fresh torch continues as the original.
+  _assert_lbfgs_state_dicts_close(back, state_dict, 0.0)
   assert max_diff(expected, torch_run(middle, back)[1](steps)) == 0.0
 
 

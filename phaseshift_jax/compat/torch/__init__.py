@@ -36,11 +36,11 @@ torch ``step(closure)`` (``lbfgs_step`` calls it like torch; see its docstring).
 
 Complex parameters: torch steps a complex parameter as the pair of its real and imaginary parts
 (``torch.view_as_real``), and so do ``sgd`` (its rule is linear: nothing to do), ``adagrad``,
-``rmsprop``, ``asgd``, ``adadelta``, ``adamax``, ``rprop``, ``adam``, ``adamw``, ``nadam`` and
-``radam`` (through :func:`as_real_pairs`; the state of a complex leaf is complex, of the leaf's
-shape, its real and imaginary parts the state of the two parts, as torch's state tensors).
-``adafactor`` and ``muon`` refuse complex parameters at ``init`` (``TypeError``; torch raises
-too), and so does ``lbfgs`` for now (torch's LBFGS steps them as pairs of reals).
+``rmsprop``, ``asgd``, ``adadelta``, ``adamax``, ``rprop``, ``adam``, ``adamw``, ``nadam``,
+``radam`` and ``lbfgs`` (through :func:`as_real_pairs`; the state of a complex leaf is complex, of
+the leaf's shape, its real and imaginary parts the state of the two parts, as torch's state
+tensors; ``lbfgs``'s history rings keep the real pair view). ``adafactor`` and ``muon`` refuse
+complex parameters at ``init`` (``TypeError``; torch raises too).
 """
 
 from phaseshift_jax.compat.torch._adadelta import adadelta

@@ -10,8 +10,8 @@ import optax
 from jax import lax
 
 from phaseshift_jax._checks import check_choice
-from phaseshift_jax.compat._common import (
-    check_non_negative, check_positive_int, concrete_scalar, real_only)
+from phaseshift_jax.compat._common import check_non_negative, check_positive_int, concrete_scalar
+from phaseshift_jax.compat.torch._complex import _from_pair, _is_complex, _pairs, as_real_pairs
 
 LINE_SEARCH_FNS = (None, "strong_wolfe")
 
@@ -26,6 +26,11 @@ class LbfgsState(NamedTuple):
   s)` per slot; ``stored``: pairs stored so far (the ring holds the last ``min(stored,
   history_size)``); ``h_diag``: the initial inverse-Hessian scale; ``prev_flat_grad`` /
   ``prev_loss``: the gradient and loss at the start of the last inner iteration.
+
+  For a complex parameter of shape ``S`` (:func:`as_real_pairs`): its leaves of ``d`` and
+  ``prev_flat_grad`` are complex of shape ``S`` (real and imaginary parts those of the two
+  parts), its leaves of ``old_dirs`` / ``old_stps`` real of shape ``(history_size, *S, 2)``
+  (the pair view, real part at ``[..., 0]``); the scalars are real.
   """
 
   count: jax.Array
@@ -253,6 +258,21 @@ def lbfgs(
   plain ``update(grads, state, params)`` (one L-BFGS iteration per update, torch's loss is not
   read), which optax's wrappers can drive.
 
+  Complex parameters are stepped as torch steps them, as the pairs of their real and imaginary
+  parts (``torch.view_as_real``, through :func:`as_real_pairs`): the dot products,
+  :math:`\max|g|` and :math:`\lVert g\rVert_1` are over the parts as separate reals, and
+  ``value_and_grad_fn`` takes the complex params. Its gradients (and ``grads``) must be torch's:
+  for a real loss :math:`L` of :math:`z = a + ib`, :math:`\partial L/\partial a + i\,\partial
+  L/\partial b`, the conjugate of ``jax.grad``'s::
+
+      def fn(params):                             # torch's z.grad: conj of jax.grad's
+        loss, grads = jax.value_and_grad(loss_fn)(params)
+        return loss, jax.tree.map(jnp.conj, grads)
+
+  In the state the complex leaves of ``d`` and ``prev_flat_grad`` are complex, those of the
+  history rings real with a trailing pair axis (see :class:`LbfgsState`). A tree with no complex
+  leaf is stepped exactly as without this.
+
   Differs from ``optax.lbfgs``: optax's ``update`` is one iteration (one direction, one
   line search by ``optax.scale_by_zoom_linesearch``), with the scale of the initial Hessian from
   the newest pair, no ``y^T s`` threshold for storing a pair, and no tolerances; its zoom line
@@ -425,8 +445,31 @@ def lbfgs(
     new_state = carry.state._replace(count=optax.safe_increment(state.count))
     return jax.tree.map(jnp.subtract, carry.x, params), new_state
 
-  return real_only(optax.GradientTransformationExtraArgs(init_fn, update_fn),
-                   "compat.torch.lbfgs")
+  paired = as_real_pairs(optax.GradientTransformationExtraArgs(init_fn, update_fn))
+
+  def paired_update_fn(updates, state, params=None, *, value=None,
+                       value_and_grad_fn: Callable | None = None, **extra_args):
+    if value_and_grad_fn is not None and any(
+        _is_complex(leaf) for leaf in jax.tree.leaves(params)):
+      value_and_grad_fn = _on_pairs(value_and_grad_fn, params)
+    return paired.update(updates, state, params, value=value,
+                         value_and_grad_fn=value_and_grad_fn, **extra_args)
+
+  return optax.GradientTransformationExtraArgs(paired.init, paired_update_fn)
+
+
+def _on_pairs(value_and_grad_fn: Callable, like) -> Callable:
+  """``value_and_grad_fn`` (complex params -> loss, torch's complex grads) over the pair views.
+
+  The step runs on :func:`as_real_pairs`'s views, so its evaluations take and give pair trees:
+  the pairs become complex params of ``like``'s dtypes, the complex grads their pair views.
+  """
+
+  def on_pairs(pairs):
+    loss, grads = value_and_grad_fn(jax.tree.map(_from_pair, pairs, like))
+    return loss, _pairs(grads)
+
+  return on_pairs
 
 
 def _scalar_dtype(params):
@@ -440,7 +483,8 @@ def lbfgs_step(tx: optax.GradientTransformationExtraArgs, state, params, value_a
   ``value_and_grad_fn(params) -> (loss, grads)`` plays torch's closure (e.g.
   ``jax.value_and_grad(loss_fn)``); ``loss`` is the loss at ``params`` before the step, as torch's
   ``step`` returns it. See :func:`lbfgs` for an example; jit it with ``value_and_grad_fn`` closed
-  over.
+  over. With complex params ``grads`` must be torch's ``z.grad``, the conjugate of ``jax.grad``'s:
+  ``lambda p: (lambda l, g: (l, jax.tree.map(jnp.conj, g)))(*jax.value_and_grad(loss_fn)(p))``.
   """
   loss, grads = value_and_grad_fn(params)
   updates, state = tx.update(grads, state, params, value=loss,

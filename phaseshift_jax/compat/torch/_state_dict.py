@@ -37,8 +37,9 @@ Calling convention::
 * A scheduled run: ``conv = schedules.torch.from_torch_scheduler(scheduler)``, then
   ``lr=conv.schedule, step=conv.count``; with a ``ReduceLROnPlateau``, ``scheduler=`` and
   ``lr=1.0`` give the state of ``optax.chain(factory(lr=1.0, ...), conv.transformation)``.
-* ``lbfgs``: torch keeps its state on the first parameter, over the flattened parameters; it
-  converts to and from ``compat.torch.lbfgs``'s params-shaped trees and history rings.
+* ``lbfgs``: torch keeps its state on the first parameter, over the flattened parameters (a
+  complex parameter of ``n`` elements as its ``view_as_real``: ``2n`` reals); it converts to and
+  from ``compat.torch.lbfgs``'s params-shaped trees and history rings.
 
 The library does not import torch: a tensor is anything with ``.numpy()`` or ``__array__``, and
 :func:`to_torch_state_dict` returns NumPy arrays unless given ``to_tensor`` (``torch.as_tensor``
@@ -564,12 +565,15 @@ def to_torch_state_dict(optimizer, opt_state, params, *, step: int | None = None
 # ----------------------------------------------------------------------------- LBFGS
 #
 # torch keeps LBFGS's state on its first parameter only, over the flattened parameters (their
-# ``view(-1)``s concatenated in order): the counters ``func_evals`` and ``n_iter``, the last
-# direction ``d`` and step ``t``, the lists ``old_dirs`` / ``old_stps`` (the y and s pairs, oldest
-# first, at most ``history_size``) and ``ro``, ``H_diag``, ``prev_flat_grad``, ``prev_loss``
-# (and ``al``, scratch space). compat.torch.lbfgs keeps the same with params-shaped trees and the
-# pairs in rings of ``history_size`` slots (slot ``k % history_size`` holds the k-th pair stored,
-# ``stored`` counts them): torch's list is the ring read from its oldest live slot.
+# ``view(-1)``s concatenated in order; a complex parameter's ``torch.view_as_real`` first, so its
+# real and imaginary parts interleave, two reals per element): the counters ``func_evals`` and
+# ``n_iter``, the last direction ``d`` and step ``t``, the lists ``old_dirs`` / ``old_stps`` (the
+# y and s pairs, oldest first, at most ``history_size``) and ``ro``, ``H_diag``,
+# ``prev_flat_grad``, ``prev_loss`` (and ``al``, scratch space). compat.torch.lbfgs keeps the same
+# with params-shaped trees and the pairs in rings of ``history_size`` slots (slot
+# ``k % history_size`` holds the k-th pair stored, ``stored`` counts them): torch's list is the
+# ring read from its oldest live slot. For a complex parameter ``d`` and ``prev_flat_grad`` hold
+# complex leaves, the rings its real pair view.
 
 
 def _lbfgs_hyper(hyper: dict) -> dict:
@@ -579,19 +583,41 @@ def _lbfgs_hyper(hyper: dict) -> dict:
   return hyper
 
 
+def _torch_view(leaf) -> np.ndarray:
+  """A leaf as torch's LBFGS sees it: a complex one as its ``view_as_real`` (trailing pair)."""
+  leaf = np.asarray(leaf)
+  return np.stack([leaf.real, leaf.imag], axis=-1) if np.iscomplexobj(leaf) else leaf
+
+
+def _from_view(part: np.ndarray, like) -> jax.Array:
+  """``part`` (a leaf's torch view) as a leaf of ``like``'s dtype: complex from the pair if
+  ``like`` is complex, else as it is."""
+  if jnp.iscomplexobj(like):
+    pair = part
+    part = np.empty(pair.shape[:-1], np.result_type(pair.dtype, np.complex64))
+    part.real, part.imag = pair[..., 0], pair[..., 1]
+  return jnp.asarray(part, dtype=like.dtype)
+
+
 def _unflatten(flat, leaves, treedef, dtype_like):
+  """torch's flat vector as a tree like ``dtype_like``: each params leaf's part of ``flat`` in
+  its torch view's shape (a complex parameter's ``view_as_real``: its shape and a pair axis),
+  made complex where the leaf of ``dtype_like`` is complex (the real pair view where not)."""
   flat = _to_numpy(flat).reshape(-1)
-  sizes = [int(np.size(leaf)) for leaf in leaves]
+  views = [tuple(np.shape(leaf)) + ((2,) if jnp.iscomplexobj(leaf) else ()) for leaf in leaves]
+  sizes = [int(np.prod(view, dtype=int)) for view in views]
   if flat.size != sum(sizes):
-    raise ValueError(f"torch's LBFGS state has {flat.size} values, params have {sum(sizes)}")
+    raise ValueError(f"torch's LBFGS state has {flat.size} values, params have {sum(sizes)} "
+                     "(a complex parameter counts its real and imaginary parts)")
   parts = np.split(flat, np.cumsum(sizes)[:-1])
   return jax.tree.unflatten(treedef, [
-      jnp.asarray(part.reshape(np.shape(leaf)), dtype=like.dtype)
-      for part, leaf, like in zip(parts, leaves, jax.tree.leaves(dtype_like))])
+      _from_view(part.reshape(view), like)
+      for part, view, like in zip(parts, views, jax.tree.leaves(dtype_like))])
 
 
 def _flatten(tree) -> np.ndarray:
-  return np.concatenate([np.asarray(leaf).reshape(-1) for leaf in jax.tree.leaves(tree)])
+  """A tree as torch's flat vector: each leaf's ``view_as_real`` (if complex), ``view(-1)``."""
+  return np.concatenate([_torch_view(leaf).reshape(-1) for leaf in jax.tree.leaves(tree)])
 
 
 def _from_torch_lbfgs(factory, hyper, groups, entries, params, step, factory_kwargs):
@@ -616,7 +642,9 @@ def _from_torch_lbfgs(factory, hyper, groups, entries, params, step, factory_kwa
                      f"(history_size={history})")
 
   def ring(pairs, like):
-    slots = [jax.tree.leaves(_unflatten(v, leaves, treedef, params)) for v in pairs]
+    # The ring's leaves are real (the pair view, with a trailing axis, for a complex leaf).
+    slot_like = jax.tree.map(lambda leaf: leaf[0], like)
+    slots = [jax.tree.leaves(_unflatten(v, leaves, treedef, slot_like)) for v in pairs]
     return jax.tree.unflatten(treedef, [
         leaf.at[: len(slots)].set(jnp.stack([slot[j] for slot in slots]).astype(leaf.dtype))
         if slots else leaf for j, leaf in enumerate(jax.tree.leaves(like))])
