@@ -7,6 +7,7 @@ that environment's own copy of ``phaseshift_jax`` (an editable install) is not v
 
 import pathlib
 import re
+import shutil
 import site
 import subprocess
 import sys
@@ -18,11 +19,24 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
+# What the wheel is built from (pyproject.toml names the readme and the license file).
+SOURCES = ("pyproject.toml", "README.md", "LICENSE", "phaseshift_jax")
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> pathlib.Path:
+  # Built from a copy: setuptools writes build/ and *.egg-info beside the sources, and under
+  # pytest-xdist each worker running this module builds at the same time.
+  source = tmp_path_factory.mktemp("source")
+  for name in SOURCES:
+    if (ROOT / name).is_dir():
+      shutil.copytree(ROOT / name, source / name,
+                      ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    else:
+      shutil.copy2(ROOT / name, source / name)
   out = tmp_path_factory.mktemp("wheel")
   subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
-                  "--no-build-isolation", "--wheel-dir", str(out), str(ROOT)], check=True)
+                  "--no-build-isolation", "--wheel-dir", str(out), str(source)], check=True)
   (path,) = out.glob("phaseshift_jax-*.whl")
   return path
 
