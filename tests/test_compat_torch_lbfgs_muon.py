@@ -185,6 +185,8 @@ def test_defaults_and_keywords_are_torchs(ours_fn, torch_cls):
   for name, parameter in ours_parameters.items():
     assert parameter.default == torch_parameters[name].default, name
     assert parameter.kind == torch_parameters[name].kind, name
+  for name in OURS_ONLY.get(ours_fn, ()):  # a torch call's positional arguments still fit
+    assert inspect.signature(ours_fn).parameters[name].kind == inspect.Parameter.KEYWORD_ONLY
 
 
 @pytest.mark.parametrize(
