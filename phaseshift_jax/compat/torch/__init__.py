@@ -31,7 +31,8 @@ torch has them they are accepted as keyword-only arguments that do nothing, so a
 ports unchanged. ``SparseAdam`` has no counterpart: JAX has no sparse gradients.
 
 Also ``adafactor`` (torch's factored second moment and relative step), ``muon`` (torch's
-bfloat16 Newton-Schulz iteration, matrices only) and ``lbfgs``, whose ``update`` is one whole
+bfloat16 Newton-Schulz iteration, matrices only; ``ns_kernels`` picks XLA's matmuls, the default,
+or an emulation of torch's CPU kernels, bit for bit on small matrices) and ``lbfgs``, whose ``update`` is one whole
 torch ``step(closure)`` (``lbfgs_step`` calls it like torch; see its docstring).
 
 Complex parameters: torch steps a complex parameter as the pair of its real and imaginary parts
