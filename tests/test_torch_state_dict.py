@@ -20,11 +20,10 @@ import torch
 from phaseshift_jax import schedules
 from phaseshift_jax.compat import torch as ours
 from tests.crosscheck.harness import (
-  _JAX_MODELS,
   _batches,
-  _jax_grad,
+  _jax_value_and_grad,
   _single_torch_thread,
-  _torch_model,
+  torch_model_params,
 )
 from tests.crosscheck.optim_db import compat_torch_optimizers, flush_denormals
 
@@ -91,9 +90,7 @@ class TorchRun:
   """torch's MLP (float64) and an optimizer, stepped as the cross-check harness steps them."""
 
   def __init__(self, cls, kwargs, schedulers=()):
-    torch.manual_seed(0)
-    self.net = _torch_model("mlp").to(torch.float64)
-    self.params = list(self.net.parameters())
+    self.net, self.params, _ = torch_model_params("mlp", "float64", 0)
     self.optimizer = cls(self.params, **kwargs)
     self.schedulers = [make(self.optimizer) for make in schedulers]
     self.batches = [(torch.tensor(x), torch.tensor(y)) for x, y in _batches("mlp", 0)]
@@ -119,14 +116,17 @@ class TorchRun:
     return [p.detach().numpy().copy() for p in self.params]
 
 
-def jax_steps(tx, state, params, start, n):
-  """``n`` steps of ``tx`` from ``state`` on the MLP's batches ``start``, ``start + 1``, ..."""
-  grad_fn = _jax_grad("mlp", "float64")
+def jax_steps(tx, state, params, start, n, with_loss=False):
+  """``n`` steps of ``tx`` from ``state`` on the MLP's batches ``start``, ``start + 1``, ...;
+  ``with_loss``: each update also gets the step's loss as ``value=`` (a plateau's metric)."""
+  loss_fn = _jax_value_and_grad("mlp", "float64")
   batches = [(jnp.asarray(x), jnp.asarray(y, jnp.int32)) for x, y in _batches("mlp", 0)]
 
   @jax.jit
   def step(params, state, x, y):
-    updates, state = tx.update(grad_fn(params, x, y), state, params)
+    loss, grads = loss_fn(params, x, y)
+    extra = {"value": loss} if with_loss else {}
+    updates, state = tx.update(grads, state, params, **extra)
     return optax.apply_updates(params, updates), state
 
   for t in range(start, start + n):
@@ -232,15 +232,19 @@ def test_scheduled_run_continues(cls, name, kwargs):
   assert max_diff(expected, got) <= TOLERANCE
 
 
+# StepLR then ReduceLROnPlateau (torch's stepping order), whose plateau cuts within 50 steps.
+PLATEAU_SCHEDULERS = [
+    lambda o: O.lr_scheduler.StepLR(o, step_size=7, gamma=0.9),
+    lambda o: O.lr_scheduler.ReduceLROnPlateau(o, factor=0.5, patience=1, threshold=0.05)]
+
+
 @pytest.mark.parametrize("cls, name, kwargs", [
     (O.Adam, "adam", dict(amsgrad=True)),
     (O.SGD, "sgd", dict(momentum=0.9, nesterov=True)),
 ])
 def test_plateau_run_continues(cls, name, kwargs):
   """With StepLR and ReduceLROnPlateau: their conversion's transformation after lr=1.0."""
-  run = TorchRun(cls, {"lr": 0.05, **kwargs}, [
-      lambda o: O.lr_scheduler.StepLR(o, step_size=7, gamma=0.9),
-      lambda o: O.lr_scheduler.ReduceLROnPlateau(o, factor=0.5, patience=1, threshold=0.05)])
+  run = TorchRun(cls, {"lr": 0.05, **kwargs}, PLATEAU_SCHEDULERS)
   run.steps(STEPS)
   state_dict = copy.deepcopy(run.optimizer.state_dict())
   middle = run.numpy_params()
@@ -253,28 +257,9 @@ def test_plateau_run_continues(cls, name, kwargs):
     lrs_before = float(converted.state.lr)
     expected = run.steps(STEPS).numpy_params()
     assert float(run.optimizer.param_groups[0]["lr"]) < lrs_before / 2  # the plateau cut
-    loss_fn = _jax_loss("mlp", "float64")
-    batches = [(jnp.asarray(x), jnp.asarray(y, jnp.int32)) for x, y in _batches("mlp", 0)]
-
-    @jax.jit
-    def step(params, state, x, y):
-      loss, grads = loss_fn(params, x, y)
-      updates, state = tx.update(grads, state, params, value=loss)
-      return optax.apply_updates(params, updates), state
-
-    for t in range(STEPS, 2 * STEPS):
-      params, state = step(params, state, *batches[t % len(batches)])
+    params, state = jax_steps(tx, state, params, STEPS, STEPS, with_loss=True)
   assert max_diff(expected, params) <= TOLERANCE
   assert float(state[1].lr) == pytest.approx(float(run.optimizer.param_groups[0]["lr"]), rel=1e-12)
-
-
-def _jax_loss(model, dtype):
-  forward = _JAX_MODELS[model]
-
-  def loss(params, x, y):
-    return optax.softmax_cross_entropy_with_integer_labels(forward(params, x), y).mean()
-
-  return jax.value_and_grad(loss)
 
 
 # Converted and tested on their own (their torch counterparts take other parameters or loops).
@@ -299,9 +284,7 @@ def test_lbfgs_run_continues(kwargs):
   x, y = (torch.tensor(v) for v in _batches("mlp", 0)[0])
 
   def torch_run(initial=None, state_dict=None):
-    torch.manual_seed(0)
-    net = _torch_model("mlp").to(torch.float64)
-    params = list(net.parameters())
+    net, params, _ = torch_model_params("mlp", "float64", 0)
     if initial is not None:
       with torch.no_grad():
         for p, value in zip(params, initial):
@@ -337,7 +320,7 @@ def test_lbfgs_run_continues(kwargs):
     assert int(state.stored) > kwargs["history_size"] or len(state_dict["state"][0]["old_dirs"]) \
         == kwargs["history_size"]
     tx = factory(**kwargs)
-    value_and_grad = _jax_loss("mlp", "float64")
+    value_and_grad = _jax_value_and_grad("mlp", "float64")
     xj, yj = jnp.asarray(x.numpy()), jnp.asarray(y.numpy(), jnp.int32)
     step = jax.jit(lambda state, params: ours.lbfgs_step(
         tx, state, params, lambda p: value_and_grad(p, xj, yj)))
@@ -697,9 +680,7 @@ def test_injected_plateau_run_continues_for_a_rate_that_is_no_final_factor():
   (``scheduled_hyperparam``): ``scheduler=`` with ``injected_tx=`` puts torch's schedulers'
   state into that schedule's state, and the run continues with torch's cuts."""
   kwargs = dict(lambd=1e-3, t0=10.0, weight_decay=0.01)
-  run = TorchRun(O.ASGD, {"lr": 0.05, **kwargs}, [
-      lambda o: O.lr_scheduler.StepLR(o, step_size=7, gamma=0.9),
-      lambda o: O.lr_scheduler.ReduceLROnPlateau(o, factor=0.5, patience=1, threshold=0.05)])
+  run = TorchRun(O.ASGD, {"lr": 0.05, **kwargs}, PLATEAU_SCHEDULERS)
   run.steps(STEPS)
   state_dict = copy.deepcopy(run.optimizer.state_dict())
   middle = run.numpy_params()
@@ -715,17 +696,7 @@ def test_injected_plateau_run_continues_for_a_rate_that_is_no_final_factor():
     lr_before = float(run.optimizer.param_groups[0]["lr"])
     expected = run.steps(STEPS).numpy_params()
     assert float(run.optimizer.param_groups[0]["lr"]) < lr_before / 2  # the plateau cut
-    loss_fn = _jax_loss("mlp", "float64")
-    batches = [(jnp.asarray(x), jnp.asarray(y, jnp.int32)) for x, y in _batches("mlp", 0)]
-
-    @jax.jit
-    def step(params, state, x, y):
-      loss, grads = loss_fn(params, x, y)
-      updates, state = tx.update(grads, state, params, value=loss)
-      return optax.apply_updates(params, updates), state
-
-    for t in range(STEPS, 2 * STEPS):
-      params, state = step(params, state, *batches[t % len(batches)])
+    params, state = jax_steps(tx, state, params, STEPS, STEPS, with_loss=True)
   assert max_diff(expected, params) <= TOLERANCE
   assert float(state.hyperparams["lr"]) == pytest.approx(
       float(run.optimizer.param_groups[0]["lr"]), rel=1e-12)

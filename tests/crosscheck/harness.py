@@ -197,10 +197,7 @@ def run_crosscheck(
 
   # --- torch side
   with _single_torch_thread():
-    torch.manual_seed(seed)
-    net = _torch_model(model).to(torch_dtype)
-    params = list(net.parameters())
-    initial = [p.detach().cpu().numpy().copy() for p in params]
+    net, params, initial = torch_model_params(model, dtype, seed)
     optimizer = make_torch_optimizer(params)
     torch_batches = [(torch.tensor(x, dtype=torch_dtype), torch.tensor(y)) for x, y in batches]
     torch_records = []
@@ -268,6 +265,19 @@ def _jax_value_and_grad(model: str, dtype: str):
   return jax.value_and_grad(loss)
 
 
+def torch_model_params(model: str, dtype: str, seed: int, ulp_shift: bool = False):
+  """torch's ``model`` in ``dtype`` from ``seed``: ``(net, params, initial)``, ``initial`` the
+  parameters' values (NumPy); ``ulp_shift`` moves every weight one ulp towards +inf first."""
+  torch.manual_seed(seed)
+  net = _torch_model(model).to(getattr(torch, dtype))
+  params = list(net.parameters())
+  if ulp_shift:
+    with torch.no_grad():
+      for p in params:
+        p.copy_(torch.nextafter(p, torch.full_like(p, float("inf"))))
+  return net, params, [p.detach().cpu().numpy().copy() for p in params]
+
+
 def _torch_run(make_torch_optimizer, *, model, steps, dtype, seed, closure, ulp_shift=False):
   """torch's side alone: the optimizer, its final params (NumPy) and the initial params.
 
@@ -277,14 +287,7 @@ def _torch_run(make_torch_optimizer, *, model, steps, dtype, seed, closure, ulp_
   """
   torch_dtype = getattr(torch, dtype)
   with _single_torch_thread():
-    torch.manual_seed(seed)
-    net = _torch_model(model).to(torch_dtype)
-    params = list(net.parameters())
-    if ulp_shift:
-      with torch.no_grad():
-        for p in params:
-          p.copy_(torch.nextafter(p, torch.full_like(p, float("inf"))))
-    initial = [p.detach().cpu().numpy().copy() for p in params]
+    net, params, initial = torch_model_params(model, dtype, seed, ulp_shift)
     optimizer = make_torch_optimizer(params)
     if closure:
       x, y = (torch.tensor(v) for v in _full_batch(model, seed))

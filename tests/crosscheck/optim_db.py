@@ -23,7 +23,6 @@ import contextlib
 import copy
 import functools
 import inspect
-import math
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -38,8 +37,8 @@ from tests.crosscheck.harness import (
   _JAX_MODELS,
   _batches,
   _single_torch_thread,
-  _torch_model,
   max_abs_diff,
+  torch_model_params,
 )
 
 # torch keywords that select an implementation and change no numbers.
@@ -144,14 +143,7 @@ def torch_run(torch_cls, kwargs: dict, scheduler_ctors: Sequence[Callable], *, m
   """
   torch_dtype = getattr(torch, dtype)
   with _single_torch_thread(), flush_denormals():
-    torch.manual_seed(seed)
-    net = _torch_model(model).to(torch_dtype)
-    params = list(net.parameters())
-    if ulp_shift:
-      with torch.no_grad():
-        for p in params:
-          p.copy_(torch.nextafter(p, torch.full_like(p, math.inf)))
-    initial = [p.detach().numpy().copy() for p in params]
+    net, params, initial = torch_model_params(model, dtype, seed, ulp_shift)
     # A tensor hyperparameter (torch's "Tensor lr" inputs: a float32 tensor) in the run's dtype,
     # as the model is: torch's schedulers multiply a tensor lr in place, in its dtype.
     kwargs = {k: v.to(torch_dtype) if isinstance(v, torch.Tensor) and v.is_floating_point()
