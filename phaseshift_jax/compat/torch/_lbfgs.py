@@ -321,8 +321,8 @@ def lbfgs_step(tx: optax.GradientTransformationExtraArgs, state, params, value_a
   ``value_and_grad_fn(params) -> (loss, grads)`` plays torch's closure (e.g.
   ``jax.value_and_grad(loss_fn)``); ``loss`` is the loss at ``params`` before the step, as torch's
   ``step`` returns it. See :func:`lbfgs` for an example; jit it with ``value_and_grad_fn`` closed
-  over. With complex params ``grads`` must be torch's ``z.grad``, the conjugate of ``jax.grad``'s:
-  ``lambda p: (lambda l, g: (l, jax.tree.map(jnp.conj, g)))(*jax.value_and_grad(loss_fn)(p))``.
+  over. With complex params its grads must be torch's ``z.grad``, the conjugate of
+  ``jax.grad``'s (:func:`lbfgs` shows such a function).
   """
   loss, grads = value_and_grad_fn(params)
   updates, state = tx.update(grads, state, params, value=loss,
