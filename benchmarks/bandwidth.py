@@ -8,9 +8,12 @@ times such a pass four ways, on the default JAX device:
 * ``jax_fresh``: the same without donation, so every call writes a fresh buffer
   (on CPU the first touch of new pages costs page faults);
 * ``numpy_in_place`` (CPU only): ``np.add(x, 1, out=x)``;
-* ``torch_in_place`` (CPU only): ``x.add_(1)``.
+* ``torch_in_place`` (on the CPU, or on the GPU where torch has CUDA): ``x.add_(1)``.
 
-The limit is the fastest in-place figure. Run ``python -m benchmarks.bandwidth``.
+The limit is the fastest in-place figure. A step's yardstick (:func:`step_limit`)
+is that of an array of the step's size on the CPU; on an accelerator it is that
+of a 1 GiB array, past every cache: the device memory's (HBM's) copy bandwidth.
+Run ``python -m benchmarks.bandwidth``.
 """
 
 from __future__ import annotations
@@ -55,6 +58,26 @@ def _jax_rates(num_elements: int, warmup: int, steps: int) -> dict[str, float]:
   }
 
 
+def _torch_rate(num_elements: int, warmup: int, steps: int) -> float | None:
+  """``torch_in_place`` on torch's device for JAX's backend; None without one (or torch)."""
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+    from benchmarks import torch_contenders  # pylint: disable=import-outside-toplevel
+  except ImportError:
+    return None
+  device = torch_contenders.device_for(jax.default_backend())
+  if device is None:
+    return None
+  t = torch.zeros(num_elements, dtype=torch.float32, device=device)
+
+  def one_pass(_):
+    if device == "cpu":
+      return functools.partial(t.add_, 1)
+    return lambda: (t.add_(1), torch.cuda.synchronize())
+
+  return _rate(8 * num_elements, timing.median_seconds(one_pass, warmup=warmup, steps=steps))
+
+
 def copy_bandwidth(num_elements: int, *, warmup: int = 3, steps: int = 20) -> dict[str, Any]:
   """GB/s of an elementwise pass over ``num_elements`` float32 values, four ways (see module doc)."""
   num_bytes = 8 * num_elements
@@ -63,17 +86,34 @@ def copy_bandwidth(num_elements: int, *, warmup: int = 3, steps: int = 20) -> di
     a = np.zeros(num_elements, np.float32)
     rates["numpy_in_place"] = _rate(num_bytes, timing.median_seconds(
         lambda _: functools.partial(np.add, a, 1, out=a), warmup=warmup, steps=steps))
-    try:
-      import torch  # pylint: disable=import-outside-toplevel
-    except ImportError:
-      pass
-    else:
-      t = torch.zeros(num_elements, dtype=torch.float32)
-      rates["torch_in_place"] = _rate(num_bytes, timing.median_seconds(
-          lambda _: functools.partial(t.add_, 1), warmup=warmup, steps=steps))
+  torch_rate = _torch_rate(num_elements, warmup, steps)
+  if torch_rate is not None:
+    rates["torch_in_place"] = torch_rate
   limit = max(v for k, v in rates.items() if k.endswith("in_place"))
   return {"elements": num_elements, "bytes_per_pass": num_bytes, "gbps": rates,
           "limit_gbps": limit}
+
+
+DEVICE_MEMORY_ELEMENTS = 2**28  # 1 GiB of float32: larger than any accelerator's cache
+
+
+@functools.cache
+def _device_memory_bandwidth() -> dict[str, Any]:
+  return copy_bandwidth(DEVICE_MEMORY_ELEMENTS)
+
+
+def step_limit(num_elements: int) -> dict[str, Any]:
+  """:func:`copy_bandwidth` of ``num_elements``; on an accelerator, ``limit_gbps`` is HBM's.
+
+  There ``"limit"`` says ``"device memory"`` and ``"device_memory"`` holds the
+  measurement of the 1 GiB array; on the CPU ``"limit"`` is ``"same size"``.
+  """
+  result = copy_bandwidth(num_elements)
+  if jax.default_backend() == "cpu":
+    return {**result, "limit": "same size"}
+  memory = _device_memory_bandwidth()
+  return {**result, "limit": "device memory", "device_memory": memory,
+          "limit_gbps": memory["limit_gbps"]}
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

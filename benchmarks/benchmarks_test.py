@@ -155,3 +155,26 @@ def test_muon_benchmark_times_both_kernels_and_torch():
   # On a matrix this small both kernels give torch's bfloat16 bits (tests/ checks the values).
   assert case["equal_to_torch"] == {"torch_cpu": 1.0, "xla": 1.0}
   assert "| 16 x 32 |" in muon.table(out)
+
+
+def test_an_accelerator_run_measures_device_memory_and_compares_no_torch_elsewhere(monkeypatch):
+  """The GPU path on the CPU: a backend torch has no device for, a small "device memory" array."""
+  from benchmarks import bandwidth  # pylint: disable=import-outside-toplevel
+
+  monkeypatch.setattr(bandwidth, "DEVICE_MEMORY_ELEMENTS", 4096)
+  monkeypatch.setattr(bandwidth.jax, "default_backend", lambda: "tpu")
+  bandwidth._device_memory_bandwidth.cache_clear()  # pylint: disable=protected-access
+  try:
+    out = step_cost.run([(2, 200)], [], include_compat=False, only=["phase_shift"],
+                        steps=2, warmup=1, log=lambda _: None)
+  finally:
+    bandwidth._device_memory_bandwidth.cache_clear()  # pylint: disable=protected-access
+  (case,) = out["cases"]
+  assert set(case["results"]) == {"phase_shift", *contenders.BASELINES}
+  assert any("torch contenders skipped" in note for note in out["notes"])
+  limit = case["bandwidth"]
+  assert limit["limit"] == "device memory" and limit["device_memory"]["elements"] == 4096
+  assert limit["limit_gbps"] == limit["device_memory"]["limit_gbps"]
+  assert "numpy_in_place" not in limit["gbps"] and "torch_in_place" not in limit["gbps"]
+  text = report.step_cost_table(out) + report.bandwidth_table(out)
+  assert "device memory's (HBM's)" in text and "| 4,096 float32 |" in text

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 from typing import Any
 
@@ -39,6 +40,13 @@ def _cell(case: dict[str, Any], name: str, fmt) -> str:
   return "-" if row is None else fmt(row)
 
 
+_LIMIT_WORDS = {
+    "same size": "The copy bandwidth is that of an array of the tree's size.",
+    "device memory": "The copy bandwidth is the device memory's (HBM's): that of a 1 GiB "
+                     "array, past every cache; a step whose arrays fit in a cache can exceed 100%.",
+}
+
+
 def step_cost_table(step_cost: dict[str, Any]) -> str:
   """Time, ratios to optax.sgd / optax.adam and fraction of the bandwidth limit."""
   cases = step_cost["cases"]
@@ -58,7 +66,8 @@ def step_cost_table(step_cost: dict[str, Any]) -> str:
       "### Time relative to optax.sgd / optax.adam", markdown_table(header, ratio_rows),
       "### Fraction of the memory-bandwidth limit",
       "Bytes the step must move (read gradients, params and state; write params and "
-      "state) over the measured copy bandwidth, divided by the measured time.",
+      "state) over the measured copy bandwidth, divided by the measured time. "
+      + _LIMIT_WORDS[cases[0]["bandwidth"].get("limit", "same size") if cases else "same size"],
       markdown_table(header, limit_rows + bandwidth_row),
   ]
   for note in step_cost.get("notes", []):
@@ -71,11 +80,15 @@ def bandwidth_table(step_cost: dict[str, Any]) -> str:
   cases = step_cost["cases"]
   ways = [w for w in ("jax_in_place", "jax_fresh", "numpy_in_place", "torch_in_place")
           if any(w in c["bandwidth"]["gbps"] for c in cases)]
-  rows = [[f"{c['params']:,} float32"] + [
-      f"{c['bandwidth']['gbps'][w]:.1f}" if w in c["bandwidth"]["gbps"] else "-" for w in ways]
-          + [str(c.get("torch_threads") or "-")] for c in cases]
+  measured = [c["bandwidth"] for c in cases]
+  if cases and "device_memory" in cases[0]["bandwidth"]:
+    measured.append(cases[0]["bandwidth"]["device_memory"])
+  rows = [[f"{m['elements']:,} float32"] + [
+      f"{m['gbps'][w]:.1f}" if w in m["gbps"] else "-" for w in ways]
+          + [str(c.get("torch_threads") or c.get("torch_device") or "-") if c else "-"]
+          for m, c in itertools.zip_longest(measured, cases)]
   return ("### Copy bandwidth (GB/s, an elementwise pass reads and writes 8 bytes per value)\n\n"
-          + markdown_table(["array"] + ways + ["torch threads used"], rows))
+          + markdown_table(["array"] + ways + ["torch threads (or device)"], rows))
 
 
 def compile_table(compile_time: dict[str, Any]) -> str:
@@ -163,8 +176,11 @@ def markdown(result: dict[str, Any]) -> str:
   device = env["device"]
   versions = ", ".join(f"{k} {v}" for k, v in env["versions"].items() if v)
   load = env.get("load_average")
-  lines = [f"## Benchmarks: {device['platform']} ({device.get('cpu') or device['kind']}, "
-           f"{device.get('cpu_count')} cores), {env['date']}", "",
+  machine = (f"{device.get('cpu') or device['kind']}, {device.get('cpu_count')} cores"
+             if device["platform"] == "cpu" else
+             f"{device['count']} x {device['kind']}; host {device.get('cpu')}, "
+             f"{device.get('cpu_count')} cores")
+  lines = [f"## Benchmarks: {device['platform']} ({machine}), {env['date']}", "",
            f"Versions: {versions}."]
   if load:
     lines.append(f"Load average at the start: {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f}.")

@@ -32,7 +32,8 @@ QUICK = {"sizes": [(2, 2_000), (4, 20_000)], "models": [], "compile_leaves": [2,
 
 
 def run(*, quick: bool = False, parts=("step_cost", "compile_time", "memory", "end_to_end"),
-        step_args: argparse.Namespace | None = None, log=print) -> dict[str, Any]:
+        step_args: argparse.Namespace | None = None, compile_repeats: int = 3,
+        log=print) -> dict[str, Any]:
   """The results dict of every part asked for (see the module docstring)."""
   result: dict[str, Any] = {"environment": timing.environment()}
   started = time.perf_counter()
@@ -48,7 +49,7 @@ def run(*, quick: bool = False, parts=("step_cost", "compile_time", "memory", "e
     result["compile_time"] = (
         compile_time.run(QUICK["compile_leaves"], total=20_000,
                          repeats=QUICK["compile_repeats"], log=log)
-        if quick else compile_time.run(log=log))
+        if quick else compile_time.run(repeats=compile_repeats, log=log))
   if "memory" in parts:
     log("memory ...")
     result["memory"] = memory.run(*QUICK["memory"]) if quick else memory.run()
@@ -75,10 +76,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                            "the markdown report goes next to it")
   parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
   parser.add_argument("--parts", default="step_cost,compile_time,memory,end_to_end")
+  parser.add_argument("--compile-repeats", type=int, default=3,
+                      help="fresh builds per compile-time measurement (the median is reported)")
   step_cost.add_arguments(parser)
   args = parser.parse_args(argv)
   out = args.out or default_out()
-  result = run(quick=args.quick, parts=args.parts.split(","), step_args=args)
+  result = run(quick=args.quick, parts=args.parts.split(","), step_args=args,
+               compile_repeats=args.compile_repeats)
   result["command"] = "python -m benchmarks.run_all " + shlex.join(
       sys.argv[1:] if argv is None else argv)
   out.parent.mkdir(parents=True, exist_ok=True)

@@ -108,19 +108,27 @@ def fastest_torch_threads(num_elements: int) -> int:
   return best
 
 
-def torch_runner(factory, param_arrays: list[Any], grad_arrays: list[list[Any]]
-                 ) -> Callable[[int], Callable[[], Any]]:
-  """A runner of ``optimizer.step()`` of ``factory(params)``; ``p.grad`` set before each."""
+def torch_runner(factory, param_arrays: list[Any], grad_arrays: list[list[Any]],
+                 device: str = "cpu") -> Callable[[int], Callable[[], Any]]:
+  """A runner of ``optimizer.step()`` of ``factory(params)``; ``p.grad`` set before each.
+
+  On ``"cuda"`` the timed call waits for the GPU (``torch.cuda.synchronize``).
+  """
+  import torch  # pylint: disable=import-outside-toplevel
   from benchmarks import torch_contenders  # pylint: disable=import-outside-toplevel
 
-  params = [t.requires_grad_() for t in torch_contenders.tensors(param_arrays)]
-  grads = [torch_contenders.tensors(g) for g in grad_arrays]
+  params = [t.requires_grad_() for t in torch_contenders.tensors(param_arrays, device)]
+  grads = [torch_contenders.tensors(g, device) for g in grad_arrays]
   optimizer = factory(params)
+
+  def step_and_wait():
+    optimizer.step()
+    torch.cuda.synchronize()
 
   def run_once(i):
     for p, g in zip(params, grads[i % 2]):
       p.grad = g
-    return optimizer.step
+    return step_and_wait if device == "cuda" else optimizer.step
 
   return run_once
 
@@ -130,7 +138,7 @@ def run_case(label: str, kind: str, shapes: trees.Shapes, *,
              steps: int, log: Callable[[str], None] = print) -> dict[str, Any]:
   """Every contender on one tree, interleaved; ratios and fractions of the bandwidth limit."""
   num_leaves, num_params = trees.count(shapes)
-  limit = bandwidth.copy_bandwidth(num_params)
+  limit = bandwidth.step_limit(num_params)
   params = trees.random_tree(shapes, 0)
   grads = [trees.random_tree(shapes, seed) for seed in (1, 2)]
   runners: dict[str, Callable[[int], Callable[[], Any]]] = {}
@@ -138,19 +146,21 @@ def run_case(label: str, kind: str, shapes: trees.Shapes, *,
   for name, factory in jax_contenders.items():
     runners[name] = jax_runner(factory, params, grads)
     state_arrays[name] = memory.jax_state_bytes(factory, shapes) / (4 * num_params)
-  torch_threads = None
+  torch_threads = torch_device = None
   if include_torch:
     import torch  # pylint: disable=import-outside-toplevel
     from benchmarks import torch_contenders  # pylint: disable=import-outside-toplevel
 
-    torch_threads = fastest_torch_threads(num_params)
+    torch_device = torch_contenders.device_for(jax.default_backend())
+    if torch_device == "cpu":
+      torch_threads = fastest_torch_threads(num_params)
     param_arrays = jax.tree.leaves(params)
     grad_arrays = [jax.tree.leaves(g) for g in grads]
     for name, factory in torch_contenders.CONTENDERS.items():
-      runners[name] = torch_runner(factory, param_arrays, grad_arrays)
+      runners[name] = torch_runner(factory, param_arrays, grad_arrays, torch_device)
       state_arrays[name] = TORCH_STATE_ARRAYS[name]
     default_threads = torch.get_num_threads()
-    torch.set_num_threads(torch_threads)
+    torch.set_num_threads(torch_threads or default_threads)
   try:
     stats = timing.interleaved_medians(runners, warmup=warmup, steps=steps)
   finally:
@@ -170,7 +180,8 @@ def run_case(label: str, kind: str, shapes: trees.Shapes, *,
       if base in results:
         row[f"vs_{base}"] = row["median_s"] / results[base]["median_s"]
   return {"label": label, "kind": kind, "leaves": num_leaves, "params": num_params,
-          "bandwidth": limit, "torch_threads": torch_threads, "results": results}
+          "bandwidth": limit, "torch_threads": torch_threads, "torch_device": torch_device,
+          "results": results}
 
 
 def run(sizes=SIZES, models=MODELS, *, include_compat: bool = True, include_torch: bool = True,
@@ -193,6 +204,13 @@ def run(sizes=SIZES, models=MODELS, *, include_compat: bool = True, include_torc
     except ImportError as e:
       include_torch = False
       notes.append(f"torch contenders skipped: {e}")
+  if include_torch:
+    from benchmarks import torch_contenders  # pylint: disable=import-outside-toplevel
+
+    if torch_contenders.device_for(jax.default_backend()) is None:
+      include_torch = False
+      notes.append(f"torch contenders skipped: this torch has no device for JAX's "
+                   f"{jax.default_backend()!r} backend")
   cases = []
   for num_leaves, leaf_size in sizes:
     shapes = trees.uniform_shapes(num_leaves, leaf_size)

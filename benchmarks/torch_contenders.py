@@ -106,6 +106,15 @@ CONTENDERS: dict[str, Callable[[list[torch.Tensor]], torch.optim.Optimizer]] = {
 }
 
 
-def tensors(arrays: list[Any]) -> list[torch.Tensor]:
-  """Torch copies (float32, contiguous, on CPU) of a list of arrays."""
-  return [torch.from_numpy(np.array(a, dtype=np.float32, copy=True)) for a in arrays]
+def device_for(jax_backend: str) -> str | None:
+  """The torch device to compare with JAX's backend: ``"cpu"``, ``"cuda"``, or None (none here)."""
+  if jax_backend == "cpu":
+    return "cpu"
+  if jax_backend in ("gpu", "cuda") and torch.cuda.is_available():
+    return "cuda"
+  return None
+
+
+def tensors(arrays: list[Any], device: str = "cpu") -> list[torch.Tensor]:
+  """Torch copies (float32, contiguous) of a list of arrays, on ``device``."""
+  return [torch.from_numpy(np.array(a, dtype=np.float32, copy=True)).to(device) for a in arrays]
