@@ -69,13 +69,9 @@ def _torch_rate(num_elements: int, warmup: int, steps: int) -> float | None:
   if device is None:
     return None
   t = torch.zeros(num_elements, dtype=torch.float32, device=device)
-
-  def one_pass(_):
-    if device == "cpu":
-      return functools.partial(t.add_, 1)
-    return lambda: (t.add_(1), torch.cuda.synchronize())
-
-  return _rate(8 * num_elements, timing.median_seconds(one_pass, warmup=warmup, steps=steps))
+  one_pass = torch_contenders.waiting(functools.partial(t.add_, 1), device)
+  return _rate(8 * num_elements, timing.median_seconds(lambda _: one_pass, warmup=warmup,
+                                                       steps=steps))
 
 
 def copy_bandwidth(num_elements: int, *, warmup: int = 3, steps: int = 20) -> dict[str, Any]:

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 from typing import Any
 
@@ -80,13 +79,14 @@ def bandwidth_table(step_cost: dict[str, Any]) -> str:
   cases = step_cost["cases"]
   ways = [w for w in ("jax_in_place", "jax_fresh", "numpy_in_place", "torch_in_place")
           if any(w in c["bandwidth"]["gbps"] for c in cases)]
-  measured = [c["bandwidth"] for c in cases]
-  if cases and "device_memory" in cases[0]["bandwidth"]:
-    measured.append(cases[0]["bandwidth"]["device_memory"])
-  rows = [[f"{m['elements']:,} float32"] + [
-      f"{m['gbps'][w]:.1f}" if w in m["gbps"] else "-" for w in ways]
-          + [str(c.get("torch_threads") or c.get("torch_device") or "-") if c else "-"]
-          for m, c in itertools.zip_longest(measured, cases)]
+  def row(measured: dict[str, Any], torch_used: Any) -> list[str]:
+    return ([f"{measured['elements']:,} float32"]
+            + [f"{measured['gbps'][w]:.1f}" if w in measured["gbps"] else "-" for w in ways]
+            + [str(torch_used or "-")])
+
+  rows = [row(c["bandwidth"], c.get("torch_threads") or c.get("torch_device")) for c in cases]
+  if cases and "device_memory" in cases[0]["bandwidth"]:  # the one limit of every case
+    rows.append(row(cases[0]["bandwidth"]["device_memory"], cases[0].get("torch_device")))
   return ("### Copy bandwidth (GB/s, an elementwise pass reads and writes 8 bytes per value)\n\n"
           + markdown_table(["array"] + ways + ["torch threads (or device)"], rows))
 

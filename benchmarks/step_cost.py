@@ -114,29 +114,28 @@ def torch_runner(factory, param_arrays: list[Any], grad_arrays: list[list[Any]],
 
   On ``"cuda"`` the timed call waits for the GPU (``torch.cuda.synchronize``).
   """
-  import torch  # pylint: disable=import-outside-toplevel
   from benchmarks import torch_contenders  # pylint: disable=import-outside-toplevel
 
   params = [t.requires_grad_() for t in torch_contenders.tensors(param_arrays, device)]
   grads = [torch_contenders.tensors(g, device) for g in grad_arrays]
   optimizer = factory(params)
-
-  def step_and_wait():
-    optimizer.step()
-    torch.cuda.synchronize()
+  step = torch_contenders.waiting(optimizer.step, device)
 
   def run_once(i):
     for p, g in zip(params, grads[i % 2]):
       p.grad = g
-    return step_and_wait if device == "cuda" else optimizer.step
+    return step
 
   return run_once
 
 
 def run_case(label: str, kind: str, shapes: trees.Shapes, *,
-             jax_contenders: dict[str, Callable[[], Any]], include_torch: bool, warmup: int,
-             steps: int, log: Callable[[str], None] = print) -> dict[str, Any]:
-  """Every contender on one tree, interleaved; ratios and fractions of the bandwidth limit."""
+             jax_contenders: dict[str, Callable[[], Any]], torch_device: str | None,
+             warmup: int, steps: int, log: Callable[[str], None] = print) -> dict[str, Any]:
+  """Every contender on one tree, interleaved; ratios and fractions of the bandwidth limit.
+
+  ``torch_device``: where the torch contenders run (``"cpu"``, ``"cuda"``), None for none.
+  """
   num_leaves, num_params = trees.count(shapes)
   limit = bandwidth.step_limit(num_params)
   params = trees.random_tree(shapes, 0)
@@ -146,12 +145,11 @@ def run_case(label: str, kind: str, shapes: trees.Shapes, *,
   for name, factory in jax_contenders.items():
     runners[name] = jax_runner(factory, params, grads)
     state_arrays[name] = memory.jax_state_bytes(factory, shapes) / (4 * num_params)
-  torch_threads = torch_device = None
-  if include_torch:
+  torch_threads = None
+  if torch_device is not None:
     import torch  # pylint: disable=import-outside-toplevel
     from benchmarks import torch_contenders  # pylint: disable=import-outside-toplevel
 
-    torch_device = torch_contenders.device_for(jax.default_backend())
     if torch_device == "cpu":
       torch_threads = fastest_torch_threads(num_params)
     param_arrays = jax.tree.leaves(params)
@@ -164,7 +162,7 @@ def run_case(label: str, kind: str, shapes: trees.Shapes, *,
   try:
     stats = timing.interleaved_medians(runners, warmup=warmup, steps=steps)
   finally:
-    if include_torch:
+    if torch_device is not None:
       torch.set_num_threads(default_threads)
   results: dict[str, dict[str, Any]] = {}
   for name, row in stats.items():
@@ -198,31 +196,29 @@ def run(sizes=SIZES, models=MODELS, *, include_compat: bool = True, include_torc
     jax_contenders = {k: v for k, v in jax_contenders.items() if k in keep}
   if previous is not None:
     jax_contenders.update(contenders.previous_contenders(previous))
+  torch_device = None
   if include_torch:
     try:
-      importlib.import_module("torch")
+      torch_contenders = importlib.import_module("benchmarks.torch_contenders")  # imports torch
     except ImportError as e:
-      include_torch = False
       notes.append(f"torch contenders skipped: {e}")
-  if include_torch:
-    from benchmarks import torch_contenders  # pylint: disable=import-outside-toplevel
-
-    if torch_contenders.device_for(jax.default_backend()) is None:
-      include_torch = False
-      notes.append(f"torch contenders skipped: this torch has no device for JAX's "
-                   f"{jax.default_backend()!r} backend")
+    else:
+      torch_device = torch_contenders.device_for(jax.default_backend())
+      if torch_device is None:
+        notes.append(f"torch contenders skipped: this torch has no device for JAX's "
+                     f"{jax.default_backend()!r} backend")
   cases = []
   for num_leaves, leaf_size in sizes:
     shapes = trees.uniform_shapes(num_leaves, leaf_size)
     label = f"{num_leaves} x {leaf_size:,}"
     cases.append(run_case(label, "synthetic", shapes, jax_contenders=jax_contenders,
-                          include_torch=include_torch, warmup=warmup, steps=steps, log=log))
+                          torch_device=torch_device, warmup=warmup, steps=steps, log=log))
   for model in models:
     shapes = trees.model_shapes(model)
     num_leaves, num_params = trees.count(shapes)
     label = f"{model} ({num_leaves} leaves, {num_params / 1e6:.2f}M)"
     cases.append(run_case(label, "model", shapes, jax_contenders=jax_contenders,
-                          include_torch=include_torch, warmup=warmup, steps=steps, log=log))
+                          torch_device=torch_device, warmup=warmup, steps=steps, log=log))
   return {"cases": cases, "notes": notes}
 
 

@@ -115,6 +115,18 @@ def device_for(jax_backend: str) -> str | None:
   return None
 
 
+def waiting(call: Callable[[], Any], device: str) -> Callable[[], Any]:
+  """``call``, made to return only once ``device``'s queued work is done (CUDA runs it later)."""
+  if device != "cuda":
+    return call
+
+  def call_and_wait():
+    call()
+    torch.cuda.synchronize()
+
+  return call_and_wait
+
+
 def tensors(arrays: list[Any], device: str = "cpu") -> list[torch.Tensor]:
   """Torch copies (float32, contiguous) of a list of arrays, on ``device``."""
   return [torch.from_numpy(np.array(a, dtype=np.float32, copy=True)).to(device) for a in arrays]
