@@ -55,8 +55,32 @@ def test_every_contender_ran(results):
   assert case["results"]["phase_shift"]["bytes_per_param"] == 20  # read g, h, p; write p, h
   assert case["results"]["optax.adam"]["bytes_per_param"] == 28
   assert case["results"]["floor[phase_shift I/O]"]["bytes_per_param"] == 12
+  assert case["results"]["floor[I/O + history write]"]["bytes_per_param"] == 16
+  assert case["results"]["floor[I/O + changes]"]["bytes_per_param"] == 16
   assert case["bandwidth"]["limit_gbps"] > 0
   assert (case["leaves"], case["params"]) == (3, 600)
+
+
+def test_the_floors_plus_a_pass_do_that_pass():
+  """``floor[I/O + ...]``: the updates are the gradients; the state gets the new history or
+  the largest change (as ``phase_shift`` computes them), and nothing else changes."""
+  params = trees.random_tree(TINY, 0)
+  grads, later = trees.random_tree(TINY, 1), trees.random_tree(TINY, 2)
+  reference = contenders.BUILTIN["phase_shift"]()
+  _, after_one = reference.update(grads, reference.init(params))
+  _, after_two = reference.update(later, after_one)
+  for part in ("history write", "changes"):
+    tx = contenders.BUILTIN[f"floor[I/O + {part}]"]()
+    updates, new_state = jax.jit(tx.update)(later, after_one)
+    jax.tree.map(np.testing.assert_array_equal, updates, later)
+    if part == "history write":
+      jax.tree.map(np.testing.assert_array_equal, new_state.prev_grads, later)
+      assert float(new_state.shift_change) == float(after_one.shift_change)
+    else:
+      jax.tree.map(np.testing.assert_array_equal, new_state.prev_grads, after_one.prev_grads)
+      assert float(new_state.shift_change) == float(after_two.shift_change) > 0
+  with pytest.raises(ValueError, match="part"):
+    contenders.io_floor_plus("kick")
 
 
 def test_other_parts(results):

@@ -19,9 +19,13 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 import phaseshift_jax
+
+# The module, for its per-leaf change (the package's ``phase_shift`` is the function).
+_phase_shift_module = importlib.import_module("phaseshift_jax.phase_shift")
 
 LR = 1e-3
 KICK = {"threshold": 1e-3, "shift_boundary": 1e-3, "min_gradient_magnitude": 0.0}
@@ -46,6 +50,32 @@ def io_floor(factory: Callable[[], optax.GradientTransformation]
   return lambda: optax.GradientTransformation(factory().init, optax.identity().update)
 
 
+def io_floor_plus(part: str) -> Callable[[], optax.GradientTransformation]:
+  """A diagnostic: ``floor[phase_shift I/O]`` plus one of PhaseShift's passes, alone.
+
+  ``part="history write"`` adds the new history ``h <- g`` (read ``g``, write ``h``);
+  ``part="changes"`` adds every leaf's change ``max|g - h|`` as the library computes
+  it (read ``g``, ``h``), its maximum kept in the state so that it is computed. No
+  selection, no kick: beside the floor and ``phase_shift``, they show what each pass
+  of the step costs by itself and whether the step costs more than its passes.
+  """
+  if part not in ("history write", "changes"):
+    raise ValueError(f"part must be 'history write' or 'changes', got {part!r}")
+  base = _phase_shift("argmax", "tensor")
+
+  def update_fn(updates, state, params=None):
+    del params
+    grads, treedef = jax.tree.flatten(updates)
+    prev = treedef.flatten_up_to(state.prev_grads)
+    if part == "history write":
+      return updates, state._replace(prev_grads=treedef.unflatten([g + 0 for g in grads]))
+    changes = [_phase_shift_module._leaf_change(jnp.abs(g - h)) for g, h in zip(grads, prev)]
+    largest = jnp.max(jnp.stack(changes), initial=0).astype(state.shift_change.dtype)
+    return updates, state._replace(shift_change=largest)
+
+  return lambda: optax.GradientTransformation(base().init, update_fn)
+
+
 BUILTIN: dict[str, Callable[[], optax.GradientTransformation]] = {
     "optax.sgd": lambda: optax.sgd(LR),
     "optax.adam": lambda: optax.adam(LR),
@@ -55,13 +85,17 @@ BUILTIN: dict[str, Callable[[], optax.GradientTransformation]] = {
     "phase_shift[last,element]": _phase_shift("last", "element"),
     "with_phase_shift(adam)": lambda: phaseshift_jax.with_phase_shift(optax.adam(LR), **KICK),
     "floor[phase_shift I/O]": io_floor(_phase_shift("argmax", "tensor")),
+    "floor[I/O + history write]": io_floor_plus("history write"),
+    "floor[I/O + changes]": io_floor_plus("changes"),
 }
 
 # (state arrays read, state arrays written) per parameter where a step does not
-# read and write all of its state: the floor passes its state through untouched.
-# The fraction of the bandwidth limit counts these bytes.
+# read and write all of its state: the floors pass (some of) their state through
+# untouched. The fraction of the bandwidth limit counts these bytes.
 STATE_TRAFFIC: dict[str, tuple[int, int]] = {
     "floor[phase_shift I/O]": (0, 0),
+    "floor[I/O + history write]": (0, 1),
+    "floor[I/O + changes]": (1, 0),
 }
 
 # phaseshift_jax.compat.<family>.<function>, built with its defaults and lr=LR.

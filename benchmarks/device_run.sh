@@ -12,5 +12,5 @@ python3 -m benchmarks.run_all --no-compat --compile-repeats 1 \
   --parts "${PARTS:-step_cost,compile_time,end_to_end}" \
   --sizes "${SIZES:-10x300000,100x30000,1000x3000,10x30000000}" \
   --models "${MODELS-cnn}" \
-  --only "${ONLY:-phase_shift,with_phase_shift(adam),floor[phase_shift I/O]}" \
+  --only "${ONLY:-phase_shift,with_phase_shift(adam),floor[phase_shift I/O],floor[I/O + history write],floor[I/O + changes]}" \
   --out "$out/$name.json" 2>&1 | tee "$out/$name.log"

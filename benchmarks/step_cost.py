@@ -20,7 +20,7 @@ time``, where a step must read the gradients, params and state
 and write params and state: ``(3 + 2 s) * 4`` bytes per float32 parameter with
 ``s`` state arrays per parameter (SGD 3, Adam 7, PhaseShift 5, PhaseShift-Adam 9
 times 4 bytes), less what a step need not read or write
-(``contenders.STATE_TRAFFIC``: the floor 3).
+(``contenders.STATE_TRAFFIC``: the floors 3, or 4 with one pass).
 Run ``python -m benchmarks.step_cost``.
 """
 
