@@ -65,11 +65,10 @@ def io_floor_plus(part: str) -> Callable[[], optax.GradientTransformation]:
 
   def update_fn(updates, state, params=None):
     del params
-    grads, treedef = jax.tree.flatten(updates)
-    prev = treedef.flatten_up_to(state.prev_grads)
-    if part == "history write":
-      return updates, state._replace(prev_grads=treedef.unflatten([g + 0 for g in grads]))
-    changes = [_phase_shift_module._leaf_change(jnp.abs(g - h)) for g, h in zip(grads, prev)]
+    if part == "history write":  # ``g + 0``: a new array, not the input handed back
+      return updates, state._replace(prev_grads=jax.tree.map(lambda g: g + 0, updates))
+    changes = jax.tree.leaves(jax.tree.map(
+        lambda g, h: _phase_shift_module._leaf_change(jnp.abs(g - h)), updates, state.prev_grads))
     largest = jnp.max(jnp.stack(changes), initial=0).astype(state.shift_change.dtype)
     return updates, state._replace(shift_change=largest)
 
