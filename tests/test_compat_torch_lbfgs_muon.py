@@ -407,3 +407,29 @@ def test_muon_keeps_dtypes_and_state_types_under_jit_and_cond(dtype):
     assert all(bool(jnp.all(jnp.isfinite(u.astype(jnp.float32))))
                for u in jax.tree.leaves(updates))
   assert len(traces) == 1
+
+
+def test_lbfgs_line_search_keeps_torchs_own_tolerance():
+  """torch's ``LBFGS.step`` calls ``_strong_wolfe`` without the group's ``tolerance_change``, so
+  the zoom stops at its default 1e-9, not at a large ``tolerance_change`` (0.1 here, which
+  would stop it on a bracket of 0.1 and return the step of the bracket's low end, 0)."""
+  kwargs = dict(lr=0.08, max_iter=2, max_eval=10, line_search_fn="strong_wolfe",
+                tolerance_change=0.1)
+  x = torch.zeros((), dtype=torch.float64, requires_grad=True)
+  optimizer = O.LBFGS([x], **kwargs)
+
+  def closure():
+    optimizer.zero_grad()
+    loss = 100 * (x - 0.01) ** 2
+    loss.backward()
+    return loss
+
+  optimizer.step(closure)
+  with jax.enable_x64(True):
+    tx = ours.lbfgs(**kwargs)
+    fn = jax.value_and_grad(lambda p: 100 * (p - 0.01) ** 2)
+    params = jnp.zeros((), jnp.float64)
+    _, params, state = ours.lbfgs_step(tx, tx.init(params), params, fn)
+  assert abs(float(x) - 0.01) < 1e-12  # torch's search reaches the minimum
+  np.testing.assert_allclose(float(params), float(x), rtol=0, atol=1e-15)
+  assert int(state.func_evals) == optimizer.state[x]["func_evals"]

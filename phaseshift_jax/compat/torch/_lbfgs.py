@@ -16,6 +16,9 @@ from phaseshift_jax.compat.torch._strong_wolfe import (
     axpy, dot, max_abs, select, strong_wolfe, sum_abs)
 
 LINE_SEARCH_FNS = (None, "strong_wolfe")
+# torch's ``_strong_wolfe`` default, which ``LBFGS.step`` keeps (the group's ``tolerance_change``
+# is not passed on).
+LINE_SEARCH_TOLERANCE = 1e-9
 
 
 class LbfgsState(NamedTuple):
@@ -82,7 +85,9 @@ def lbfgs(
   :math:`c_1 = 10^{-4}`, :math:`c_2 = 0.9`, at most ``max_eval`` minus the evaluations so far),
   and torch's stops: ``max_iter``, ``max_eval`` evaluations, :math:`\max|g| \le`
   ``tolerance_grad``, :math:`\max|t d| \le` ``tolerance_change``, :math:`|f - f_{prev}| <`
-  ``tolerance_change``. All of it is ``lax.while_loop``s and ``jnp.where``s: it jits, and
+  ``tolerance_change``. The line search stops its zoom when its bracket times
+  :math:`\max|d|` is below :math:`10^{-9}`, whatever ``tolerance_change`` is: torch's
+  ``step`` does not pass the group's value to ``_strong_wolfe``. All of it is ``lax.while_loop``s and ``jnp.where``s: it jits, and
   ``lr``, ``tolerance_grad``, ``tolerance_change``, ``max_iter`` and ``max_eval`` may be traced
   (``optax.inject_hyperparams``); ``history_size`` (a buffer length) and ``line_search_fn`` are
   static. The updates are ``new_params - params`` (one rounding off torch's parameters, which
@@ -255,7 +260,8 @@ def lbfgs(
         if line_search_fn is not None:
           obj = lambda s: evaluate(axpy(s, d, c.x))  # noqa: E731
           f, g, t_ls, ls_evals = strong_wolfe(obj, c.x, t, d, c.f, c.g, gtd,
-                                               n_max_eval - c.current_evals, tol_change, dtype)
+                                               n_max_eval - c.current_evals,
+                                               LINE_SEARCH_TOLERANCE, dtype)
           x = axpy(t_ls, d, c.x)
           return x, f, g, t_ls, ls_evals
         x = axpy(t, d, c.x)
