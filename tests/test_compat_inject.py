@@ -386,7 +386,7 @@ def test_batched_hyperparameters_under_vmap():
         (torch_optim.sgd, dict(momentum=0.9, dampening=jnp.asarray(0.1), nesterov=True),
          "nesterov"),
         (torch_optim.adagrad, dict(lr_decay=jnp.asarray(-0.1)), "lr_decay"),
-        (torch_optim.rmsprop, dict(alpha=jnp.asarray(1.0)), "alpha"),
+        (torch_optim.rmsprop, dict(alpha=jnp.asarray(-0.5)), "alpha"),
         (torch_optim.rmsprop, dict(eps=float("nan")), "eps"),
         (torch_optim.adam, dict(betas=jnp.array([0.9, 1.0])), r"betas\[1\]"),
         (torch_optim.adamw, dict(weight_decay=np.float64(-0.1)), "weight_decay"),

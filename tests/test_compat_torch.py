@@ -4,6 +4,10 @@ import inspect
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 import pytest
 import torch
 
@@ -92,7 +96,7 @@ def test_defaults_are_torchs(ours_fn, torch_cls):
         (ours.sgd, dict(momentum=0.9, dampening=0.1, nesterov=True), "nesterov"),
         (ours.adagrad, dict(lr_decay=-0.1), "lr_decay"),
         (ours.adagrad, dict(initial_accumulator_value=-1.0), "initial_accumulator_value"),
-        (ours.rmsprop, dict(alpha=1.0), "alpha"),
+        (ours.rmsprop, dict(alpha=-0.5), "alpha"),
         (ours.adam, dict(betas=(0.9, 1.0)), "betas[1]"),
         (ours.adamw, dict(weight_decay=-0.1), "weight_decay"),
     ],
@@ -100,6 +104,23 @@ def test_defaults_are_torchs(ours_fn, torch_cls):
 def test_invalid_arguments_are_named(factory, kwargs, name):
   with pytest.raises(ValueError, match=name.replace("[", r"\[")):
     factory(**kwargs)
+
+
+@pytest.mark.parametrize("alpha", [1.0, 1.5])
+def test_rmsprop_takes_any_alpha_torch_takes(alpha):
+  """torch checks only ``alpha >= 0``; so do we, with torch's steps (float64, 3 steps)."""
+  p = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
+  optimizer = O.RMSprop([p], lr=0.01, alpha=alpha)
+  tx = ours.rmsprop(lr=0.01, alpha=alpha)
+  with jax.enable_x64(True):
+    q = jnp.array([1.0, -2.0])
+    state = tx.init(q)
+    for _ in range(3):
+      p.grad = 2 * p.detach()
+      optimizer.step()
+      updates, state = tx.update(2 * q, state, q)
+      q = optax.apply_updates(q, updates)
+  np.testing.assert_allclose(np.asarray(q), p.detach().numpy(), rtol=1e-12)
 
 
 def test_compat_torch_does_not_import_torch():

@@ -241,3 +241,37 @@ def test_complex_parameters_match_torch(torch_cls, ours_fn, kwargs, state):
       scale = max(1.0, float(np.max(np.abs(expected))))
       np.testing.assert_allclose(np.asarray(got), expected, rtol=0, atol=1e-10 * scale,
                                  err_msg=torch_key)
+
+
+MOMENTUM_SWITCHES = [
+    pytest.param(O.SGD, ours.sgd, dict(lr=0.1, dampening=0.5, weight_decay=0.01),
+                 [0.0, 0.0, 0.9, 0.9, 0.0, 0.0, 0.8, 0.8], id="sgd-0-then-on-off-on"),
+    pytest.param(O.SGD, ours.sgd, dict(lr=0.1, nesterov=False),
+                 [0.9, 0.9, 0.0, 0.9, 0.9], id="sgd-on-off-on"),
+    pytest.param(O.RMSprop, ours.rmsprop, dict(lr=0.01, centered=True),
+                 [0.9, 0.9, 0.0, 0.0, 0.9, 0.5], id="rmsprop-on-off-on"),
+]
+
+
+@pytest.mark.parametrize("torch_cls, ours_fn, kwargs, momenta", MOMENTUM_SWITCHES)
+def test_momentum_switched_mid_run_follows_torch(torch_cls, ours_fn, kwargs, momenta):
+  """torch keeps no momentum buffer while ``momentum == 0``: its first step with momentum starts
+  the buffer undamped from that step's gradient, and a step with momentum 0 leaves an existing
+  buffer as it is. With ``momentum`` injected and changed between steps, ours takes the same
+  steps (float64, a parameter pair, gradients of a quadratic)."""
+  target = np.array([[0.5, -1.0], [2.0, 0.25]])
+  p = torch.zeros(2, 2, dtype=torch.float64, requires_grad=True)
+  optimizer = torch_cls([p], momentum=momenta[0], **kwargs)
+  with jax.enable_x64(True):
+    tx = optax.inject_hyperparams(ours_fn)(momentum=momenta[0], **kwargs)
+    q = jnp.zeros((2, 2))
+    state = tx.init(q)
+    for t, momentum in enumerate(momenta):
+      optimizer.param_groups[0]["momentum"] = momentum
+      state.hyperparams["momentum"] = jnp.asarray(momentum)
+      p.grad = (p.detach() - torch.from_numpy(target)) * (t + 1)
+      optimizer.step()
+      updates, state = tx.update((q - target) * (t + 1), state, q)
+      q = optax.apply_updates(q, updates)
+      np.testing.assert_allclose(np.asarray(q), p.detach().numpy(), rtol=0, atol=1e-13,
+                                 err_msg=f"step {t + 1}")

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import optax
 
 from phaseshift_jax.compat._common import chain, check_non_negative
-from phaseshift_jax.compat.torch._shared import _check_nesterov, _negate_if
+from phaseshift_jax.compat.torch._shared import _check_nesterov, _negate_if, momentum_buffer
 
 
 def sgd(
@@ -30,16 +29,11 @@ def sgd(
 
   (:math:`-g_t` when ``maximize``; :math:`\mu = 0` gives plain SGD,
   :math:`\theta_t = \theta_{t-1} - \alpha d_t`, and ignores :math:`\tau`, as in torch.)
-  Built from ``optax.scale``, ``optax.add_decayed_weights``, ``optax.scale_by_schedule``,
-  ``optax.trace`` and ``optax.scale_by_learning_rate``. ``optax.trace`` starts from a zero
-  buffer, so :math:`b_1 = d_1` comes out right by itself; its input is scaled by an
-  ``optax.scale_by_schedule`` that is :math:`1-\tau` from the second step on and 1 at the first
-  step (torch does not damp the first buffer) and whenever :math:`\mu = 0`.
-
-  The state has the same structure for every value: ``ScaleByScheduleState`` (the dampening's
-  step count) and ``TraceState`` (torch's ``momentum_buffer``) are there also for
-  :math:`\mu = 0`, where torch keeps no buffer; the trace then holds :math:`d_t` and adds
-  :math:`0 \cdot b_{t-1}`, an exact no-op for finite values.
+  Built from ``optax.scale``, ``optax.add_decayed_weights``, :func:`momentum_buffer` (an
+  ``optax.trace`` that, as torch's ``momentum_buffer``, starts undamped with the first step whose
+  :math:`\mu \ne 0` and is left alone by steps with :math:`\mu = 0`) and
+  ``optax.scale_by_learning_rate``. The state has the same structure for every value: the
+  buffer (``MomentumBufferState``) is there also for :math:`\mu = 0`, where torch keeps none.
 
   Differs from ``optax.sgd``: L2 weight decay, ``dampening``, ``maximize``; the default
   ``lr=1e-3`` is torch's.
@@ -66,14 +60,9 @@ def sgd(
   if nesterov:
     _check_nesterov(momentum, dampening)
 
-  def damping(count):
-    undamped = jnp.logical_or(count == 0, momentum == 0)
-    return jnp.where(undamped, 1.0, 1.0 - dampening)
-
   return chain(
       _negate_if(maximize),
       optax.add_decayed_weights(weight_decay),
-      optax.scale_by_schedule(damping),
-      optax.trace(decay=momentum, nesterov=nesterov),
+      momentum_buffer(momentum, dampening, nesterov),
       optax.scale_by_learning_rate(lr),
   )

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
+import jax
 import jax.numpy as jnp
 import optax
 
@@ -10,6 +13,49 @@ from phaseshift_jax.compat._common import concrete_scalar
 
 def _negate_if(maximize: bool):
   return optax.scale(-1.0) if maximize else None
+
+
+class MomentumBufferState(NamedTuple):
+  """torch's ``momentum_buffer``: ``trace``, and how many steps have written it."""
+
+  momentum_steps: jax.Array  # int32; torch has no buffer yet while it is 0
+  trace: optax.Updates
+
+
+def momentum_buffer(momentum, dampening=0.0, nesterov: bool = False
+                    ) -> optax.GradientTransformation:
+  r"""torch's momentum buffer, which exists only while ``momentum != 0``: ``optax.trace`` kept so.
+
+  A step with :math:`\mu \ne 0` writes :math:`b = d` if no step has written the buffer yet
+  (torch's undamped first buffer) and :math:`b = \mu b + (1-\tau) d` after, and returns
+  :math:`b` (:math:`d + \mu b` with ``nesterov``). A step with :math:`\mu = 0` returns
+  :math:`d` and leaves the buffer as it is, as torch skips it then: a momentum changed
+  between 0 and not 0 (``optax.inject_hyperparams``) continues as torch's does. Branchless;
+  the state has the same structure for every value.
+  """
+  trace = optax.trace(decay=momentum, nesterov=nesterov)
+
+  def init_fn(params):
+    return MomentumBufferState(jnp.zeros([], jnp.int32), trace.init(params).trace)
+
+  def update_fn(updates, state, params=None):
+    del params
+    on = momentum != 0
+    scale = jnp.where(state.momentum_steps == 0, 1.0, 1.0 - dampening)
+    damped = jax.tree.map(lambda u: None if u is None else jnp.asarray(scale, u.dtype) * u,
+                          updates, is_leaf=_is_none)
+    new_updates, new_trace = trace.update(damped, optax.TraceState(state.trace))
+    keep = lambda new, old: new if new is None else jnp.where(on, new, old)  # noqa: E731
+    return (jax.tree.map(keep, new_updates, updates, is_leaf=_is_none),
+            MomentumBufferState(
+                jnp.where(on, optax.safe_increment(state.momentum_steps), state.momentum_steps),
+                jax.tree.map(keep, new_trace.trace, state.trace, is_leaf=_is_none)))
+
+  return optax.GradientTransformation(init_fn, update_fn)
+
+
+def _is_none(x) -> bool:
+  return x is None
 
 
 def _check_nesterov(momentum, dampening) -> None:

@@ -24,12 +24,14 @@ Calling convention::
   on them); a torch group key the factory does not have raises unless it is off (``False``/
   ``None``).
 * The step count goes into every ``count`` of the chain (``scale_by_adam``'s, the schedules'
-  ``ScaleByScheduleState``, ``sgd``'s dampening switch): every one counts the updates made so far,
-  which is torch's ``step``. ``torch.optim.SGD`` keeps no step: pass ``step=`` (for example the
-  scheduler's ``last_epoch``) where the count matters, i.e. with an ``lr`` schedule; without it
-  the count is 1 once torch holds momentum buffers (for a constant ``lr`` it only tells the first
-  step, undamped in torch, from the later ones) and 0 before. The other way, a state with no
-  count at all (``rmsprop`` with a constant ``lr``: no step enters its rule) needs ``step=``.
+  ``ScaleByScheduleState``): every one counts the updates made so far, which is torch's
+  ``step``. ``torch.optim.SGD`` keeps no step: pass ``step=`` (for example the scheduler's
+  ``last_epoch``) where the count matters, i.e. with an ``lr`` schedule. The momentum buffer's
+  ``momentum_steps`` (``sgd``, ``rmsprop``) is the count where torch holds momentum buffers
+  (1 for an ``SGD`` without ``step=``: it only tells that the buffer exists) and 0 where it holds
+  none, so that the next step with momentum starts the buffer undamped, as torch's does. The
+  other way, a state with no count at all (``rmsprop`` with a constant ``lr``: no step enters
+  its rule) needs ``step=``; ``sgd``'s ``momentum_steps`` stands in for it.
 * A buffer torch does not keep for the hyperparameters in use (``momentum_buffer`` with
   ``momentum=0``, ``grad_avg`` without ``centered``, ...) is the state's initial value here;
   :func:`to_torch_state_dict` leaves it out, as torch does, and leaves out every parameter's
@@ -97,7 +99,10 @@ class _Layout(NamedTuple):
   ``scalars``: torch state key -> optax field holding one scalar, torch's per-parameter copies
   of which are all equal. ``has_step``: torch keeps ``step``. ``from_start``: torch creates the
   state at construction (before any step). ``implied``: torch group keys the factory has no
-  argument for, with the only value it stands for.
+  argument for, with the only value it stands for. ``buffer_steps``: the state field counting
+  the steps that wrote the buffers, where torch's state is the buffers alone (``SGD``'s
+  ``momentum_buffer``, written by the steps with ``momentum != 0`` and kept by the others):
+  while it is 0 torch has no state, and for a state with no ``count`` it is the count.
   """
 
   fields: dict
@@ -106,6 +111,7 @@ class _Layout(NamedTuple):
   has_step: bool = True
   from_start: bool = False
   implied: Mapping = MappingProxyType({})
+  buffer_steps: str | None = None
 
 
 def _always(*keys):
@@ -131,8 +137,7 @@ def _adafactor_kept(hyper, ndim):
 _LAYOUTS = {
     "sgd": _Layout(
         fields={"momentum_buffer": "trace"},
-        kept=lambda hyper, ndim: {"momentum_buffer"} if hyper["momentum"] != 0 else set(),
-        has_step=False),
+        kept=_always("momentum_buffer"), has_step=False, buffer_steps="momentum_steps"),
     "adagrad": _Layout(fields={"sum": "sum_of_squares"}, kept=_always("sum"), from_start=True),
     "rmsprop": _Layout(
         fields={"square_avg": "nu", "grad_avg": "mu", "momentum_buffer": "trace"},
@@ -441,9 +446,13 @@ def from_torch_state_dict(optimizer, state_dict: dict, params, *, step: int | No
   by_field = {v: k for k, v in layout.fields.items()}
   by_scalar = {v: k for k, v in layout.scalars.items()}
 
+  has_buffer = any("momentum_buffer" in entry for entry in entries)
+
   def replace(field, value):
     if field == "count":
       return jnp.asarray(count, dtype=value.dtype)
+    if field == "momentum_steps":  # torch's buffer exists once a step has written it
+      return jnp.asarray(count if has_buffer else 0, dtype=value.dtype)
     if field in by_field:
       return tree_value(by_field[field], value)
     if field in by_scalar:
@@ -533,6 +542,8 @@ def to_torch_state_dict(optimizer, opt_state, params, *, step: int | None = None
       raise ValueError(f"step={step} but the state's count is {count}")
   elif step is not None:
     count = int(step)
+  elif layout.buffer_steps is not None:
+    count = int(fields[layout.buffer_steps])
   elif not layout.has_step and not callable(hyper.get("lr")):
     count = None  # neither side counts (Muon): its buffers start at zero in torch too
   else:
@@ -549,6 +560,8 @@ def to_torch_state_dict(optimizer, opt_state, params, *, step: int | None = None
   group["params"] = list(range(len(leaves)))
 
   started = count is None or count > 0 or layout.from_start
+  if layout.buffer_steps is not None:  # torch's state is the buffer, once a step wrote it
+    started = int(fields[layout.buffer_steps]) > 0
   state = {}
   if started:
     for i, leaf in enumerate(leaves):
