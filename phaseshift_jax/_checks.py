@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -36,10 +37,21 @@ def concrete_scalar(name: str, value: Any) -> np.ndarray | None:
         "hyperparameters to the params' dtype: for complex params pass "
         "hyperparam_dtype=jnp.float32)")
   if array.dtype.kind not in "biuf":
-    raise TypeError(f"{name} must be a real number, got {value!r}")
+    if not jnp.issubdtype(array.dtype, jnp.floating):  # bfloat16 & co. are kind "V"
+      raise TypeError(f"{name} must be a real number, got {value!r}")
+    array = array.astype(np.float64)  # exact, and NumPy compares and tests it for NaN
   if array.shape != ():
     return None  # a batch of values (e.g. under jax.vmap): not checked here.
   return array
+
+
+def _rounding_hint(value) -> str:
+  """A hint for a value that a low-precision dtype may have rounded out of its range."""
+  dtype = getattr(value, "dtype", None)
+  if dtype is None or jnp.dtype(dtype).itemsize > 2:
+    return ""
+  return (f" ({jnp.dtype(dtype).name} rounds it: optax.inject_hyperparams casts the "
+          "hyperparameters to the params' dtype; pass hyperparam_dtype=jnp.float32)")
 
 
 def check_non_negative(name: str, value) -> None:
@@ -53,7 +65,7 @@ def check_unit_interval(name: str, value) -> None:
   """Raise ``ValueError`` naming ``name`` unless ``0 <= value < 1`` (or not concrete)."""
   array = concrete_scalar(name, value)
   if array is not None and not 0 <= array < 1:
-    raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    raise ValueError(f"{name} must be in [0, 1), got {value!r}{_rounding_hint(value)}")
 
 
 def check_positive_int(name: str, value) -> None:

@@ -70,6 +70,18 @@ def written_after(x: jax.Array, opaque_zero: jax.Array) -> jax.Array:
   if (not on_cpu() or not jnp.issubdtype(x.dtype, jnp.floating)
       or jnp.dtype(x.dtype).itemsize not in _SAME_WIDTH_INT):
     return x
+  return _or_bits(x, opaque_zero)
+
+
+@jax.custom_jvp
+def _or_bits(x: jax.Array, opaque_zero: jax.Array) -> jax.Array:
   bits = _SAME_WIDTH_INT[jnp.dtype(x.dtype).itemsize]
   return jax.lax.bitcast_convert_type(
       jax.lax.bitcast_convert_type(x, bits) | opaque_zero.astype(bits), x.dtype)
+
+
+@_or_bits.defjvp
+def _or_bits_jvp(primals, tangents):
+  """The identity's derivative, as ``x`` is returned (a bitcast alone would have none)."""
+  x, opaque_zero = primals
+  return _or_bits(x, opaque_zero), tangents[0]

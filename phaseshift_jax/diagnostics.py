@@ -57,6 +57,9 @@ def leaf_paths(tree: Any) -> list[str]:
 def shifted_parameter(opt_state: Any, params: Any = None) -> str | None:
   """The path of the parameter kicked in the last step, or ``None`` if none was.
 
+  When the params are one array (no tree around it), its path is ``""``: test the
+  result with ``is None``, not for truth.
+
   Call it outside jit (it reads one scalar from the device). The path comes from
   ``params`` when given, else from the state's own gradient history (which has
   the same tree as the params the optimizer was initialised with; for an

@@ -71,13 +71,21 @@ def _validate(threshold, shift_boundary, min_gradient_magnitude, selection, gran
 
 
 def _init_state(params: optax.Params) -> PhaseShiftState:
-  dtypes = [leaf.dtype for leaf in jax.tree.leaves(params)]
-  for dtype in dtypes:
+  dtypes = []
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    dtype = getattr(leaf, "dtype", None)
+    dtype = jnp.dtype(jnp.result_type(leaf) if dtype is None else dtype)  # 1.0: a float
+    where = f"params{jax.tree_util.keystr(path)} is {dtype.name}"
     if jnp.issubdtype(dtype, jnp.complexfloating):
       raise TypeError(
-          "PhaseShift does not support complex parameters (the kick's sign and the "
-          "selection's maximum need real values); pass the real and imaginary parts "
+          f"PhaseShift does not support complex parameters ({where}): the kick's sign and "
+          "the selection's maximum need real values; pass the real and imaginary parts "
           "as separate real leaves")
+    if not jnp.issubdtype(dtype, jnp.floating):
+      raise TypeError(
+          f"PhaseShift needs floating-point parameters ({where}); leave integer and boolean "
+          "leaves out with optax.masked or optax.partition")
+    dtypes.append(dtype)
   return PhaseShiftState(
       count=jnp.zeros([], jnp.int32),
       prev_grads=optax.tree.zeros_like(params),
@@ -113,6 +121,9 @@ def select_leaf(changes: jax.Array, min_gradient_magnitude: jax.typing.ArrayLike
     change (0 for none), in ``changes.dtype``.
   """
   _checks.check_choice("selection", selection, SELECTIONS)
+  changes = jnp.asarray(changes)
+  if changes.ndim != 1:
+    raise ValueError(f"changes must be a vector, one change per leaf; got shape {changes.shape}")
   n = changes.shape[0]
   if n == 0:
     return jnp.asarray(-1, jnp.int32), jnp.zeros((), changes.dtype)
@@ -148,6 +159,7 @@ def _kick_step(grads, state, threshold, shift_boundary, min_gradient_magnitude,
   ``value`` is added to the update, or ``None`` where the gradient is ``None``.
   """
   grad_leaves, treedef = jax.tree.flatten(grads, is_leaf=_is_none)
+  grad_leaves = [None if g is None else jnp.asarray(g) for g in grad_leaves]  # 1.0 is a leaf too
   try:
     prev_leaves = treedef.flatten_up_to(state.prev_grads)
   except (ValueError, TypeError) as e:
@@ -167,7 +179,11 @@ def _kick_step(grads, state, threshold, shift_boundary, min_gradient_magnitude,
   state_index = np.cumsum([prev is not None for prev in prev_leaves]) - 1
 
   dtype = state.shift_change.dtype
-  diffs = [jnp.abs(grad_leaves[p] - prev_leaves[p]) for p in live]
+  # The selection is discrete: no derivative flows through it (jax.grad through ``update``
+  # differentiates the updates as the inner rule's, the kick a constant).
+  grad_values = [jax.lax.stop_gradient(grad) for grad in grad_leaves]
+  prev_values = [jax.lax.stop_gradient(prev) for prev in prev_leaves]
+  diffs = [jnp.abs(grad_values[p] - prev_values[p]) for p in live]
   changes = jnp.stack([_leaf_change(d).astype(dtype) for d in diffs]) if live else (
       jnp.zeros((0,), dtype))
   picked, change = select_leaf(changes, min_gradient_magnitude, selection)
@@ -184,7 +200,7 @@ def _kick_step(grads, state, threshold, shift_boundary, min_gradient_magnitude,
     # Only the picked leaf runs its arg-max pass (under jax.vmap both branches run).
     elements = [jax.lax.cond(hit, lambda g, h: _reductions.flat_argmax(jnp.abs(g - h)),
                              lambda g, h: jnp.asarray(-1, jnp.int32),
-                             grad_leaves[p], prev_leaves[p]) for hit, p in zip(hits, live)]
+                             grad_values[p], prev_values[p]) for hit, p in zip(hits, live)]
     shifted_element = jnp.where(picked >= 0, jnp.stack(elements)[safe], -1)
     hits = [hit & (_reductions.flat_index(grad_leaves[p]) == element)
             for hit, p, element in zip(hits, live, elements)]
@@ -212,6 +228,7 @@ def _kick_step(grads, state, threshold, shift_boundary, min_gradient_magnitude,
 def _add_kick(update: jax.Array, kick: tuple[jax.Array, jax.Array]) -> jax.Array:
   """``update + value`` where ``hit``, else ``update``, in ``update``'s dtype."""
   hit, value = kick
+  update = jnp.asarray(update)
   return jnp.where(hit, update + value.astype(update.dtype), update).astype(update.dtype)
 
 
@@ -253,7 +270,9 @@ def phase_shift(
   loss-term parameters it never uses (see :func:`phaseshift_jax.phase_shift_loss`).
 
   Leaves whose gradient is ``None`` get a ``None`` update, keep their history
-  and are never picked. Complex parameters are refused at ``init``.
+  and are never picked. Complex, integer and boolean parameters are refused at
+  ``init`` (``TypeError`` naming the leaf). No derivative flows through the
+  selection: ``jax.grad`` through ``update`` sees the kick as a constant.
 
   Args:
     learning_rate: step size :math:`\eta` (``lr`` in torch), or an optax
@@ -293,7 +312,7 @@ def phase_shift(
     kicks, treedef, new_state = _kick_step(
         updates, state, threshold, shift_boundary, min_gradient_magnitude,
         selection, granularity, "phase_shift")
-    grad_leaves = treedef.flatten_up_to(updates)
+    grad_leaves = [None if g is None else jnp.asarray(g) for g in treedef.flatten_up_to(updates)]
     new_updates = treedef.unflatten([
         None if kick is None else _add_kick((-lr * grad).astype(grad.dtype), kick)
         for grad, kick in zip(grad_leaves, kicks)])

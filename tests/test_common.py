@@ -625,7 +625,8 @@ def test_dtypes_kept_and_state_stable_under_cond(config, dtype):
   """optax's ``test_state_shape_dtype_shard_stability``: ``lax.cond`` between the update and
   ``(params, state)`` needs both branches of one type, so the updates keep the params' dtypes and
   the state keeps its own (bfloat16; float64 and a mixed float64 + float32 tree under x64); every
-  integer in the state is int32 and every params-like tree in it has the params' dtypes."""
+  integer in the state is int32 and every params-like tree in it has the params' dtypes. With
+  bfloat16 params, also the injected optimizer (its hyperparameters cast to bfloat16)."""
   config.skip_unless_applies("test_dtypes_kept_and_state_stable_under_cond")
   with jax.enable_x64(dtype != "bfloat16"):
     params = config.tree(cast(PARAMS_NP, dtype))
@@ -649,6 +650,22 @@ def test_dtypes_kept_and_state_stable_under_cond(config, dtype):
         assert leaf.dtype == jnp.int32
     optax.tree.map_params(tx, lambda v, p: chex.assert_equal(v.dtype, p.dtype) or v, state,
                           params)
+    if dtype == "bfloat16" and config.applies("test_inject_hyperparams_equals_plain"):
+      # inject_hyperparams casts the hyperparameters to bfloat16, the params' dtype; one that
+      # rounds out of its range there (beta2 = 0.999 -> 1) is refused, naming it.
+      out_of_range = [k for k, v in config.kwargs.items()  # the betas must be < 1
+                      if k in ("beta1", "beta2") and float(jnp.bfloat16(v)) == 1]
+      if out_of_range:
+        with pytest.raises(ValueError, match=rf"{out_of_range[0]} .*hyperparam_dtype"):
+          config.inject().init(params)
+        return
+      injected = config.inject()
+      injected_state = injected.init(params)
+      updates, _ = jax.jit(injected.update)(grads, injected_state, params)
+      # A float32 JAX array (an injected betas pair) is not cast, and promotes the step to
+      # float32, as a float32 b1 does in optax.inject_hyperparams(optax.adam).
+      if not any(isinstance(v, jax.Array) for v in config.kwargs.values()):
+        chex.assert_trees_all_equal_dtypes(updates, params)
 
 
 # --- optax's wrappers and tree conventions -----------------------------------------------------

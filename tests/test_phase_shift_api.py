@@ -229,3 +229,82 @@ def test_state_round_trips_through_flax_serialization_without_registration():
   restored = serialization.from_bytes(tx.init(params), serialization.to_bytes(state))
   chex.assert_trees_all_equal(restored, state)
   chex.assert_trees_all_equal_structs(restored, state)
+
+
+@pytest.mark.parametrize("granularity", ["tensor", "element"])
+def test_derivatives_through_update_treat_the_kick_as_a_constant(granularity):
+  """A meta-gradient through one step: PhaseShift's equals the inner rule's plus the kick's
+  constant shift (its derivative is 0), and the new history's derivative is the identity in g
+  (on every backend, the XLA:CPU history write included); also under jit and forward mode."""
+  params = {"a": jnp.array([1.0, 2.0]), "b": jnp.array([0.5, 1.0, 3.0])}
+  loss = lambda p: sum(jnp.sum(x ** 2) for x in jax.tree.leaves(p))  # noqa: E731
+
+  def meta(p, tx, with_history):
+    state = tx.init(p)
+    updates, state = tx.update(jax.grad(loss)(p), state, p)
+    out = loss(optax.apply_updates(p, updates))
+    if with_history:
+      out += sum(jnp.sum(h) for h in jax.tree.leaves(ps.find_phase_shift_state(state).prev_grads))
+    return out
+
+  kick = 0.1
+  for inner, tx in [(optax.sgd(0.1), ps.phase_shift(0.1, kick, kick, 0.0, granularity=granularity)),
+                    (optax.adam(0.1), ps.with_phase_shift(optax.adam(0.1), kick, kick, 0.0,
+                                                          granularity=granularity))]:
+    # The kicked elements: "b" changed most; in element mode its last element only.
+    updates, _ = tx.update(jax.grad(loss)(params), tx.init(params), params)
+    inner_updates, _ = inner.update(jax.grad(loss)(params), inner.init(params), params)
+    shift = jax.tree.map(lambda u, v: u - v, updates, inner_updates)
+    assert float(jnp.max(jnp.abs(shift["b"]))) == pytest.approx(kick)
+
+    def shifted_inner(p, inner=inner, shift=shift):
+      updates, _ = inner.update(jax.grad(loss)(p), inner.init(p), p)
+      return loss(optax.apply_updates(optax.apply_updates(p, updates), shift))
+
+    expected = jax.grad(shifted_inner)(params)
+    got = jax.jit(jax.grad(meta, argnums=0), static_argnums=(1, 2))(params, tx, False)
+    chex.assert_trees_all_close(got, expected, rtol=1e-6)
+    # sum(h) with h = g = 2p adds 2 to every derivative.
+    with_history = jax.grad(meta)(params, tx, True)
+    chex.assert_trees_all_close(with_history, jax.tree.map(lambda e: e + 2, expected), rtol=1e-6)
+    _, tangent = jax.jvp(lambda p: meta(p, tx, True), (params,), (params,))
+    expected_tangent = sum(jnp.vdot(d + 2, p) for d, p in zip(jax.tree.leaves(expected),
+                                                              jax.tree.leaves(params)))
+    np.testing.assert_allclose(tangent, expected_tangent, rtol=1e-6)
+
+
+@pytest.mark.parametrize("leaf", [jnp.zeros(3, jnp.int32), jnp.zeros(2, bool)])
+def test_integer_and_boolean_params_are_refused_at_init_naming_the_leaf(leaf):
+  for tx in (ps.phase_shift(0.1, 0.01, 0.01, 0.0),
+             ps.with_phase_shift(optax.sgd(0.1), 0.01, 0.01, 0.0)):
+    with pytest.raises(TypeError, match=r"floating-point parameters \(params\['i'\]"):
+      tx.init({"f": jnp.zeros(2), "i": leaf})
+  # optax.masked leaves them out.
+  tx = optax.masked(ps.phase_shift(0.1, 0.01, 0.01, 0.0), {"f": True, "i": False})
+  state = tx.init({"f": jnp.zeros(2), "i": leaf})
+  updates, _ = tx.update({"f": jnp.ones(2), "i": leaf}, state)
+  np.testing.assert_allclose(updates["f"], -0.1 + 0.01)
+
+
+def test_python_scalar_params_as_optax_takes_them():
+  tx = ps.phase_shift(0.1, 0.01, 0.01, 0.0)
+  state = tx.init({"x": 1.0, "y": [2.0, 3.0]})
+  assert state.prev_grads["x"].dtype == jnp.float32
+  updates, state = tx.update({"x": 0.5, "y": [1.0, -4.0]}, state)
+  np.testing.assert_allclose(updates["y"][1], 0.4 - 0.01)  # "y"[1] changed most: kicked
+  np.testing.assert_allclose(updates["x"], -0.05)
+  assert ps.shifted_parameter(state) == "y/1"
+
+
+def test_shifted_parameter_of_a_bare_array_is_the_empty_path():
+  tx = ps.phase_shift(0.1, 0.01, 0.01, 0.0)
+  _, state = tx.update(jnp.ones(2), tx.init(jnp.zeros(2)))
+  assert ps.shifted_parameter(state) == ""
+  _, state = tx.update(jnp.ones(2), state)  # no change: nothing kicked
+  assert ps.shifted_parameter(state) is None
+
+
+@pytest.mark.parametrize("changes", [jnp.ones(()), jnp.ones((1, 2))])
+def test_select_leaf_wants_a_vector(changes):
+  with pytest.raises(ValueError, match="changes must be a vector"):
+    ps.select_leaf(changes, 0.0, "argmax")
