@@ -235,3 +235,20 @@ def test_reduce_lr_on_plateau_chains_after_an_optimizer():
     updates, state = tx.update(jnp.ones(2), state, params, value=value)
     scales.append(float(-updates[0]))
   assert scales == [1.0, 0.5, 0.25]
+
+
+def test_integer_arguments_take_numpy_and_jax_integers():
+  """t_max, step sizes and patience as NumPy / JAX integers (inject_hyperparams hands ints over
+  as int32 arrays) give the Python int's schedule; a float or a negative one is refused."""
+  from phaseshift_jax import schedules as S  # noqa: PLC0415
+  for t_max in (np.int64(5), jnp.int32(5)):
+    np.testing.assert_allclose(S.cosine_annealing_schedule(1.0, t_max)(3),
+                               S.cosine_annealing_schedule(1.0, 5)(3), rtol=1e-7)
+  np.testing.assert_allclose(S.cyclic_schedule(0.1, 1.0, np.int64(4))(2),
+                             S.cyclic_schedule(0.1, 1.0, 4)(2), rtol=1e-7)
+  S.reduce_lr_on_plateau(patience=np.int64(3))
+  traced = jax.jit(lambda t, c: S.cosine_annealing_schedule(1.0, t)(c))(10, 5)
+  np.testing.assert_allclose(traced, S.cosine_annealing_schedule(1.0, 10)(5), rtol=1e-6)
+  for bad in (2.5, np.int64(-1), np.float32(3.0)):
+    with pytest.raises(ValueError, match="t_max must be a non-negative integer"):
+      S.cosine_annealing_schedule(1.0, bad)

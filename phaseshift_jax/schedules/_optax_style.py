@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from phaseshift_jax import _checks
@@ -44,13 +45,19 @@ def on_float_count(schedule: optax.Schedule) -> optax.Schedule:
 
 
 def _check_count(name: str, value) -> None:
-  if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+  """A Python, NumPy or JAX integer >= 0; a traced one passes (``inject_hyperparams``, jit)."""
+  if isinstance(value, jax.core.Tracer):
+    return
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer, np.ndarray, jax.Array)):
+    raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+  array = np.asarray(value)
+  if array.dtype.kind not in "iu" or array.shape != () or array < 0:
     raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
 
 
 def _check_steps(name: str, value) -> None:
   _check_count(name, value)
-  if value == 0:
+  if not isinstance(value, jax.core.Tracer) and value == 0:
     raise ValueError(f"{name} must be >= 1, got 0")
 
 
