@@ -115,8 +115,11 @@ def create_schedule(config: default.Config, steps_per_epoch: int) -> optax.Scala
     case "cosine":
       return optax.cosine_decay_schedule(lr, total)
     case "warmup_cosine":
-      return optax.warmup_cosine_decay_schedule(
-          0.0, lr, round(config.warmup_epochs * steps_per_epoch), total)
+      warmup = round(config.warmup_epochs * steps_per_epoch)
+      if not 0 <= warmup < total:  # optax's cosine needs at least one step after the warm-up
+        raise ValueError(f"warmup_epochs must be in [0, epochs) for warmup_cosine, got "
+                         f"{config.warmup_epochs} with epochs={config.epochs}")
+      return optax.warmup_cosine_decay_schedule(0.0, lr, warmup, total)
     case "onecycle":
       return optax.cosine_onecycle_schedule(total, lr)
     case "cosine_annealing":  # torch's CosineAnnealingLR(T_max=total).

@@ -72,6 +72,10 @@ def test_the_names_build_the_library_optimizers_with_the_configs_values():
     ({"optimizer": "torch_sgd", "nesterov": True}, "nesterov requires momentum"),
     ({"optimizer": "torch_sgd", "optimizer_kwargs": {"bogus": 1}}, "torch_sgd.*bogus"),
     ({"schedule": "linear"}, "unknown schedule 'linear'"),
+    ({"schedule": "warmup_cosine", "epochs": 2, "warmup_epochs": 2.0},
+     r"warmup_epochs must be in \[0, epochs\) for warmup_cosine"),
+    ({"schedule": "warmup_cosine", "epochs": 1, "warmup_epochs": 5.0},
+     r"warmup_epochs must be in \[0, epochs\) for warmup_cosine"),
 ])
 def test_bad_settings_are_rejected_by_the_library_or_the_mapping(settings, match):
   with pytest.raises(ValueError, match=match):
